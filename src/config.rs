@@ -1,0 +1,565 @@
+//! The plugin configuration: parsed strictly from JSON, validated with JSON paths in
+//! every error, and compiled once into the [`Plan`] the per-request path uses.
+//!
+//! Parsing walks a `serde_json::Value` by hand rather than deriving `Deserialize`, so
+//! that every error names the exact JSON path (`targets[0].percent`) and says what was
+//! expected and what was found.
+
+use serde_json::{Map, Value};
+use std::fmt;
+
+use crate::matching::{HeaderCondition, Match};
+use crate::sampling::{threshold, SampleKey};
+
+/// Most targets one plugin instance may hold.
+pub const MAX_TARGETS: usize = 16;
+/// Largest accepted `max_body_bytes` (16 MiB).
+pub const MAX_BODY_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
+const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+const DEFAULT_TIMEOUT_MS: u64 = 5000;
+const DEFAULT_MAX_IN_FLIGHT: u64 = 1000;
+const DEFAULT_LOOP_HEADER: &str = "x-traffic-mirror";
+const DEFAULT_HOST_SUFFIX: &str = "-shadow";
+const DEFAULT_SAMPLE_HEADER: &str = "x-request-id";
+
+/// The compiled configuration: what the hot path needs, nothing to look up twice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub targets: Vec<Target>,
+    /// Lower-case header name added to every copy; requests carrying it are never mirrored.
+    pub loop_header: String,
+}
+
+/// One mirror destination with its own sampling, rules and limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub name: String,
+    pub cluster: String,
+    /// Requests whose bucket (0..1_000_000) is below this are sampled.
+    pub threshold: u32,
+    pub sample_by: SampleKey,
+    pub on_missing_key: OnMissingKey,
+    pub salt: Vec<u8>,
+    pub matcher: Match,
+    pub authority: Authority,
+    pub header_ops: HeaderOps,
+    pub max_body_bytes: usize,
+    pub timeout_ms: u32,
+    pub max_rps: Option<f64>,
+    pub max_in_flight: u32,
+}
+
+/// What to do with a request that lacks the sampling key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMissingKey {
+    Skip,
+    Random,
+}
+
+/// How the copy's `:authority` is formed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authority {
+    /// Always this value.
+    Fixed(String),
+    /// The original host with this suffix inserted before any `:port` (empty: unchanged).
+    Suffix(String),
+}
+
+/// Header operations applied to the copy only. All names are lower-case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderOps {
+    pub remove: Vec<String>,
+    pub set: Vec<(String, String)>,
+    pub redact: Vec<String>,
+}
+
+/// A configuration error: the JSON path and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "traffic-mirror: invalid configuration: {}: {}",
+            self.path, self.problem
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+fn error<T>(path: &str, problem: impl Into<String>) -> Result<T> {
+    Err(ConfigError {
+        path: path.to_string(),
+        problem: problem.into(),
+    })
+}
+
+/// Parses and validates a configuration, and compiles it into a [`Plan`].
+pub fn parse(bytes: &[u8]) -> Result<Plan> {
+    let root: Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        Err(e) => return error("$", format!("invalid JSON: {e}")),
+    };
+    let mut top = Fields::new(&root, "$", "")?;
+    let loop_header = match top.optional("loop_header") {
+        None => DEFAULT_LOOP_HEADER.to_string(),
+        Some((path, value)) => {
+            let name = header_name(&path, value)?;
+            forbid_reserved(&path, &name)?;
+            name
+        }
+    };
+    let (targets_path, targets_value) = top.required("targets")?;
+    let list = array(&targets_path, targets_value)?;
+    if list.is_empty() || list.len() > MAX_TARGETS {
+        return error(
+            &targets_path,
+            format!("must hold 1 to {MAX_TARGETS} targets, got {}", list.len()),
+        );
+    }
+    let mut targets: Vec<Target> = Vec::with_capacity(list.len());
+    for (i, value) in list.iter().enumerate() {
+        let path = format!("targets[{i}]");
+        let target = parse_target(&path, value)?;
+        if targets.iter().any(|t| t.name == target.name) {
+            return error(
+                &format!("{path}.name"),
+                format!("duplicate target name \"{}\"", target.name),
+            );
+        }
+        targets.push(target);
+    }
+    top.finish()?;
+    Ok(Plan {
+        targets,
+        loop_header,
+    })
+}
+
+fn parse_target(path: &str, value: &Value) -> Result<Target> {
+    let mut fields = Fields::new(value, path, &format!("{path}."))?;
+
+    let (p, v) = fields.required("name")?;
+    let name = string(&p, v)?;
+    if !valid_target_name(&name) {
+        return error(
+            &p,
+            format!("must match [a-z0-9_-]{{1,32}}, got \"{}\"", name.escape_debug()),
+        );
+    }
+
+    let (p, v) = fields.required("cluster")?;
+    let cluster = string(&p, v)?;
+    if cluster.is_empty() {
+        return error(&p, "must not be empty");
+    }
+
+    let (p, v) = fields.required("percent")?;
+    let percent = number(&p, v)?;
+    if !(0.0..=100.0).contains(&percent) {
+        return error(&p, format!("must be between 0 and 100, got {}", show(v)));
+    }
+
+    let sample_by = match fields.optional("sample_by") {
+        None => SampleKey::Header(DEFAULT_SAMPLE_HEADER.to_string()),
+        Some((p, v)) => parse_sample_key(&p, v)?,
+    };
+
+    let on_missing_key = match fields.optional("on_missing_key") {
+        None => OnMissingKey::Skip,
+        Some((p, v)) => match string(&p, v)?.as_str() {
+            "skip" => OnMissingKey::Skip,
+            "random" => OnMissingKey::Random,
+            other => {
+                return error(
+                    &p,
+                    format!("must be \"skip\" or \"random\", got \"{}\"", other.escape_debug()),
+                )
+            }
+        },
+    };
+
+    let salt = match fields.optional("salt") {
+        None => name.clone(),
+        Some((p, v)) => string(&p, v)?,
+    };
+
+    let matcher = match fields.optional("match") {
+        None => Match::default(),
+        Some((p, v)) => parse_match(&p, v)?,
+    };
+
+    let fixed_authority = match fields.optional("authority") {
+        None | Some((_, Value::Null)) => None,
+        Some((p, v)) => {
+            let authority = string(&p, v)?;
+            if authority.is_empty() || !valid_header_value(&authority) {
+                return error(&p, "must be a non-empty host[:port] or null");
+            }
+            Some(authority)
+        }
+    };
+    let host_suffix = match fields.optional("host_suffix") {
+        None => DEFAULT_HOST_SUFFIX.to_string(),
+        Some((p, v)) => {
+            let suffix = string(&p, v)?;
+            if !valid_header_value(&suffix) || suffix.contains(':') {
+                return error(&p, "must not contain ':' or control characters");
+            }
+            suffix
+        }
+    };
+    let authority = match fixed_authority {
+        Some(a) => Authority::Fixed(a),
+        None => Authority::Suffix(host_suffix),
+    };
+
+    let header_ops = match fields.optional("headers") {
+        None => HeaderOps::default(),
+        Some((p, v)) => parse_header_ops(&p, v)?,
+    };
+
+    let max_body_bytes = match fields.optional("max_body_bytes") {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some((p, v)) => integer_in(&p, v, 0, MAX_BODY_BYTES_LIMIT)?,
+    };
+    let timeout_ms = match fields.optional("timeout_ms") {
+        None => DEFAULT_TIMEOUT_MS,
+        Some((p, v)) => integer_in(&p, v, 1, 60_000)?,
+    };
+    let max_rps = match fields.optional("max_rps") {
+        None | Some((_, Value::Null)) => None,
+        Some((p, v)) => {
+            let rps = number(&p, v)?;
+            if rps <= 0.0 || !rps.is_finite() {
+                return error(&p, format!("must be greater than 0 or null, got {}", show(v)));
+            }
+            Some(rps)
+        }
+    };
+    let max_in_flight = match fields.optional("max_in_flight") {
+        None => DEFAULT_MAX_IN_FLIGHT,
+        Some((p, v)) => integer_in(&p, v, 1, 100_000)?,
+    };
+    fields.finish()?;
+
+    Ok(Target {
+        name,
+        cluster,
+        threshold: threshold(percent),
+        sample_by,
+        on_missing_key,
+        salt: salt.into_bytes(),
+        matcher,
+        authority,
+        header_ops,
+        // Both bounds were checked above, so these conversions cannot fail.
+        max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+        timeout_ms: u32::try_from(timeout_ms).unwrap_or(u32::MAX),
+        max_rps,
+        max_in_flight: u32::try_from(max_in_flight).unwrap_or(u32::MAX),
+    })
+}
+
+fn parse_sample_key(path: &str, value: &Value) -> Result<SampleKey> {
+    let object = object(path, value)?;
+    let mut entries = object.iter();
+    let (kind, inner) = match (entries.next(), entries.next()) {
+        (Some(entry), None) => entry,
+        _ => {
+            return error(
+                path,
+                format!(
+                    "must have exactly one of \"header\", \"cookie\", \"query\", \"random\", got {} fields",
+                    object.len()
+                ),
+            )
+        }
+    };
+    let p = format!("{path}.{kind}");
+    match kind.as_str() {
+        "header" => Ok(SampleKey::Header(header_name(&p, inner)?)),
+        "cookie" => Ok(SampleKey::Cookie(non_empty_token(&p, inner)?)),
+        "query" => Ok(SampleKey::Query(non_empty_token(&p, inner)?)),
+        "random" => match inner {
+            Value::Bool(true) => Ok(SampleKey::Random),
+            other => error(&p, format!("must be true, got {}", show(other))),
+        },
+        _ => error(
+            &p,
+            "unknown field (expected one of: header, cookie, query, random)",
+        ),
+    }
+}
+
+fn parse_match(path: &str, value: &Value) -> Result<Match> {
+    let mut fields = Fields::new(value, path, &format!("{path}."))?;
+    let mut matcher = Match::default();
+    if let Some((p, v)) = fields.optional("path_prefix") {
+        matcher.path_prefix = Some(path_string(&p, v)?);
+    }
+    if let Some((p, v)) = fields.optional("path_exact") {
+        matcher.path_exact = Some(path_string(&p, v)?);
+    }
+    if let Some((p, v)) = fields.optional("methods") {
+        let list = array(&p, v)?;
+        if list.is_empty() {
+            return error(&p, "must not be empty (leave it out to match every method)");
+        }
+        for (i, item) in list.iter().enumerate() {
+            let ip = format!("{p}[{i}]");
+            let method = string(&ip, item)?;
+            if method.is_empty() || !method.bytes().all(is_token_byte) {
+                return error(&ip, format!("not an HTTP method: \"{}\"", method.escape_debug()));
+            }
+            matcher.methods.push(method.to_ascii_uppercase());
+        }
+    }
+    if let Some((p, v)) = fields.optional("headers") {
+        for (name, condition) in object(&p, v)? {
+            let hp = format!("{p}.{name}");
+            let lower = checked_header_name(&hp, name)?;
+            let condition = match condition {
+                Value::Bool(true) => HeaderCondition::Present,
+                Value::String(s) => HeaderCondition::Equals(s.clone().into_bytes()),
+                other => {
+                    return error(
+                        &hp,
+                        format!("must be a string (exact value) or true (present), got {}", show(other)),
+                    )
+                }
+            };
+            matcher.headers.push((lower, condition));
+        }
+    }
+    fields.finish()?;
+    Ok(matcher)
+}
+
+fn parse_header_ops(path: &str, value: &Value) -> Result<HeaderOps> {
+    let mut fields = Fields::new(value, path, &format!("{path}."))?;
+    let mut ops = HeaderOps::default();
+    // Every name, with the path where it was given, to refuse one named twice.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut note = |p: &str, name: &str| -> Result<()> {
+        forbid_reserved(p, name)?;
+        if let Some((first, _)) = seen.iter().find(|(_, n)| n == name).map(|(fp, n)| (fp.clone(), n)) {
+            return error(p, format!("header \"{name}\" is already named at {first}"));
+        }
+        seen.push((p.to_string(), name.to_string()));
+        Ok(())
+    };
+    if let Some((p, v)) = fields.optional("remove") {
+        for (i, item) in array(&p, v)?.iter().enumerate() {
+            let ip = format!("{p}[{i}]");
+            let name = header_name(&ip, item)?;
+            note(&ip, &name)?;
+            ops.remove.push(name);
+        }
+    }
+    if let Some((p, v)) = fields.optional("set") {
+        for (name, item) in object(&p, v)? {
+            let ip = format!("{p}.{name}");
+            let lower = checked_header_name(&ip, name)?;
+            note(&ip, &lower)?;
+            let value = string(&ip, item)?;
+            if !valid_header_value(&value) {
+                return error(&ip, "value must not contain control characters");
+            }
+            ops.set.push((lower, value));
+        }
+    }
+    if let Some((p, v)) = fields.optional("redact") {
+        for (i, item) in array(&p, v)?.iter().enumerate() {
+            let ip = format!("{p}[{i}]");
+            let name = header_name(&ip, item)?;
+            note(&ip, &name)?;
+            ops.redact.push(name);
+        }
+    }
+    fields.finish()?;
+    Ok(ops)
+}
+
+/// The fields of one JSON object, taken one by one; whatever is left is unknown.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    taken: Vec<&'static str>,
+    object_path: String,
+    prefix: String,
+}
+
+impl<'a> Fields<'a> {
+    fn new(value: &'a Value, path: &str, prefix: &str) -> Result<Self> {
+        Ok(Fields {
+            map: object(path, value)?,
+            taken: Vec::new(),
+            object_path: path.to_string(),
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn optional(&mut self, key: &'static str) -> Option<(String, &'a Value)> {
+        self.taken.push(key);
+        self.map
+            .get(key)
+            .map(|value| (format!("{}{key}", self.prefix), value))
+    }
+
+    fn required(&mut self, key: &'static str) -> Result<(String, &'a Value)> {
+        match self.optional(key) {
+            Some(found) => Ok(found),
+            None => error(
+                &format!("{}{key}", self.prefix),
+                "required field is missing",
+            ),
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self.map.keys().find(|k| !self.taken.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(unknown) => {
+                let path = if self.prefix.is_empty() {
+                    unknown.clone()
+                } else {
+                    format!("{}{unknown}", self.prefix)
+                };
+                let _ = &self.object_path;
+                error(
+                    &path,
+                    format!("unknown field (expected one of: {})", self.taken.join(", ")),
+                )
+            }
+        }
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A short rendering of a JSON value for error lines.
+fn show(value: &Value) -> String {
+    match value {
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".to_string(),
+        other => kind(other).to_string(),
+    }
+}
+
+fn object<'a>(path: &str, value: &'a Value) -> Result<&'a Map<String, Value>> {
+    match value {
+        Value::Object(map) => Ok(map),
+        other => error(path, format!("expected an object, got {}", kind(other))),
+    }
+}
+
+fn array<'a>(path: &str, value: &'a Value) -> Result<&'a Vec<Value>> {
+    match value {
+        Value::Array(list) => Ok(list),
+        other => error(path, format!("expected an array, got {}", kind(other))),
+    }
+}
+
+fn string(path: &str, value: &Value) -> Result<String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        other => error(path, format!("expected a string, got {}", kind(other))),
+    }
+}
+
+fn number(path: &str, value: &Value) -> Result<f64> {
+    match value.as_f64() {
+        Some(n) if value.is_number() => Ok(n),
+        _ => error(path, format!("expected a number, got {}", kind(value))),
+    }
+}
+
+fn integer_in(path: &str, value: &Value, min: u64, max: u64) -> Result<u64> {
+    let n = match value {
+        Value::Number(n) => n,
+        other => return error(path, format!("expected an integer, got {}", kind(other))),
+    };
+    match n.as_u64() {
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        Some(_) => error(path, format!("must be between {min} and {max}, got {n}")),
+        None if n.is_i64() => error(path, format!("must be between {min} and {max}, got {n}")),
+        None => error(path, format!("must be an integer, got {n}")),
+    }
+}
+
+fn path_string(path: &str, value: &Value) -> Result<String> {
+    let s = string(path, value)?;
+    if !s.starts_with('/') {
+        return error(path, format!("must start with '/', got \"{}\"", s.escape_debug()));
+    }
+    Ok(s)
+}
+
+fn non_empty_token(path: &str, value: &Value) -> Result<String> {
+    let s = string(path, value)?;
+    if s.is_empty() || s.bytes().any(|b| b <= b' ' || b == 0x7f || b == b';' || b == b'=' || b == b'&') {
+        return error(path, format!("must be a non-empty name, got \"{}\"", s.escape_debug()));
+    }
+    Ok(s)
+}
+
+fn header_name(path: &str, value: &Value) -> Result<String> {
+    let s = string(path, value)?;
+    checked_header_name(path, &s)
+}
+
+/// Validates a header name and returns it in lower case.
+fn checked_header_name(path: &str, name: &str) -> Result<String> {
+    let body = name.strip_prefix(':').unwrap_or(name);
+    if body.is_empty() || !body.bytes().all(is_token_byte) {
+        return error(path, format!("not a valid header name: \"{}\"", name.escape_debug()));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Headers the copy must keep as Envoy builds them.
+fn forbid_reserved(path: &str, name: &str) -> Result<()> {
+    if name.starts_with(':') {
+        return error(path, format!("pseudo-header \"{name}\" cannot be changed on the copy"));
+    }
+    if matches!(name, "host" | "content-length" | "transfer-encoding") {
+        return error(
+            path,
+            format!("header \"{name}\" cannot be changed on the copy (use \"authority\" for the host)"),
+        );
+    }
+    Ok(())
+}
+
+fn valid_target_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn valid_header_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

@@ -1,0 +1,57 @@
+//! What the decision reads from a request, behind a trait so that the shell can read
+//! from the host lazily (one header at a time, no header map copy) and tests can use
+//! a plain list.
+
+/// Read access to the request headers as they arrived at the filter.
+pub trait RequestView {
+    /// `:method` (empty when absent).
+    fn method(&mut self) -> &[u8];
+    /// `:path` with its query (empty when absent).
+    fn path(&mut self) -> &[u8];
+    /// The first value of a header, by lower-case name.
+    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    /// Every header in arrival order: read only for a request that is being copied.
+    fn all_headers(&mut self) -> Vec<(String, Vec<u8>)>;
+}
+
+/// A request held as a list of headers: for tests, fuzzing and the benchmark harness.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderList {
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl HeaderList {
+    pub fn new(headers: &[(&str, &[u8])]) -> Self {
+        HeaderList {
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_vec()))
+                .collect(),
+        }
+    }
+
+    fn first(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+impl RequestView for HeaderList {
+    fn method(&mut self) -> &[u8] {
+        self.first(":method").unwrap_or_default()
+    }
+
+    fn path(&mut self) -> &[u8] {
+        self.first(":path").unwrap_or_default()
+    }
+
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.first(name).map(<[u8]>::to_vec)
+    }
+
+    fn all_headers(&mut self) -> Vec<(String, Vec<u8>)> {
+        self.headers.clone()
+    }
+}

@@ -1,0 +1,59 @@
+//! Failure logging at most once a minute per target and reason, so a broken mirror
+//! never floods Envoy's log.
+
+const WINDOW_NANOS: u64 = 60 * 1_000_000_000;
+
+/// Why a copy failed, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// `dispatch_http_call` was refused (unknown cluster, bad headers, ...).
+    DispatchRefused,
+    /// A header value of the copy cannot be passed to the host as text.
+    NotText,
+    /// The copy ended without a response (reset).
+    NoResponse,
+    /// The mirror answered 5xx (Envoy's own 503 for a refused connection, 504 for a timeout).
+    ServerError,
+    /// A host call of the plugin's own (stats, timer) failed.
+    HostCall,
+}
+
+impl Failure {
+    const COUNT: usize = 5;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Remembers when each (target, reason) was last logged.
+#[derive(Debug, Clone)]
+pub struct LogThrottle {
+    last: Vec<[Option<u64>; Failure::COUNT]>,
+}
+
+impl LogThrottle {
+    pub fn new(targets: usize) -> Self {
+        LogThrottle {
+            last: vec![[None; Failure::COUNT]; targets],
+        }
+    }
+
+    /// Whether a failure of this kind may be logged now; if so, the minute starts over.
+    pub fn allow(&mut self, target: usize, failure: Failure, now_nanos: u64) -> bool {
+        let Some(slot) = self
+            .last
+            .get_mut(target)
+            .and_then(|reasons| reasons.get_mut(failure.index()))
+        else {
+            return false;
+        };
+        match *slot {
+            Some(last) if now_nanos.saturating_sub(last) < WINDOW_NANOS => false,
+            _ => {
+                *slot = Some(now_nanos);
+                true
+            }
+        }
+    }
+}
