@@ -174,3 +174,228 @@ impl Capture {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::metrics::Tally;
+    use crate::request::HeaderList;
+    use crate::sampling::bucket;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn plan(targets: &str) -> Plan {
+        parse(format!(r#"{{"targets": [{targets}]}}"#).as_bytes()).unwrap()
+    }
+
+    fn get(extra: &[(&str, &[u8])]) -> HeaderList {
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            (":method", b"GET"),
+            (":path", b"/p?sid=q1"),
+            (":authority", b"h"),
+            ("x-request-id", b"rid"),
+        ];
+        headers.extend_from_slice(extra);
+        HeaderList::new(&headers)
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn unsampled_request_leaves_without_a_capture() {
+        let plan = plan(r#"{"name": "a", "cluster": "c", "percent": 0}"#);
+        let mut tally = Tally::default();
+        let capture = begin(&plan, &mut get(&[]), &mut Rng::new(1), &mut tally);
+        assert!(capture.is_none());
+        assert_eq!(tally.get(0, Counter::Requests), 1);
+        assert_eq!(tally.get(0, Counter::Sampled), 0);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn looping_request_counts_in_every_target() {
+        let plan = plan(
+            r#"{"name": "a", "cluster": "c", "percent": 100}, {"name": "b", "cluster": "c", "percent": 100}"#,
+        );
+        let mut tally = Tally::default();
+        let capture = begin(
+            &plan,
+            &mut get(&[("x-traffic-mirror", b"a")]),
+            &mut Rng::new(1),
+            &mut tally,
+        );
+        assert!(capture.is_none());
+        for t in 0..2 {
+            assert_eq!(tally.get(t, Counter::SkippedLoop), 1);
+            assert_eq!(tally.get(t, Counter::Requests), 0);
+        }
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn connect_and_upgrade_requests_are_never_mirrored() {
+        let plan = plan(r#"{"name": "a", "cluster": "c", "percent": 100}"#);
+        let mut tally = Tally::default();
+        let mut connect = HeaderList::new(&[(":method", b"CONNECT"), ("x-request-id", b"r")]);
+        assert!(begin(&plan, &mut connect, &mut Rng::new(1), &mut tally).is_none());
+        let mut upgrade = get(&[("upgrade", b"websocket"), ("connection", b"upgrade")]);
+        assert!(begin(&plan, &mut upgrade, &mut Rng::new(1), &mut tally).is_none());
+        assert_eq!(tally, Tally::default());
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn missing_key_is_skipped_or_drawn_at_random() {
+        let plan = plan(
+            r#"{"name": "skip", "cluster": "c", "percent": 100, "sample_by": {"header": "x-user"}},
+               {"name": "rand", "cluster": "c", "percent": 100, "sample_by": {"cookie": "uid"}, "on_missing_key": "random"},
+               {"name": "none", "cluster": "c", "percent": 0, "sample_by": {"query": "nope"}, "on_missing_key": "random"}"#,
+        );
+        let mut tally = Tally::default();
+        let capture = begin(
+            &plan,
+            &mut get(&[("x-user", b""), ("cookie", b"uid=")]),
+            &mut Rng::new(1),
+            &mut tally,
+        )
+        .unwrap();
+        assert_eq!(tally.get(0, Counter::SkippedMissingKey), 1);
+        assert_eq!(tally.get(1, Counter::SkippedMissingKey), 0);
+        assert_eq!(tally.get(1, Counter::Sampled), 1);
+        assert_eq!(tally.get(2, Counter::Requests), 1);
+        assert_eq!(tally.get(2, Counter::Sampled), 0);
+        let copies = capture.finish();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].target, 1);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn each_key_kind_follows_the_normative_rule() {
+        let cut = |salt: &str, key: &str| bucket(salt.as_bytes(), key.as_bytes()) + 1;
+        for (sample_by, request_extra, salt, key) in [
+            (
+                r#"{"header": "x-user"}"#,
+                vec![("x-user", &b"alice"[..])],
+                "s",
+                "alice",
+            ),
+            (
+                r#"{"cookie": "uid"}"#,
+                vec![("cookie", &b"a=1; uid=bob"[..])],
+                "s",
+                "bob",
+            ),
+            (r#"{"query": "sid"}"#, vec![], "s", "q1"),
+        ] {
+            // Exactly at the key's bucket: not sampled; one bucket higher: sampled.
+            let just_in = f64::from(cut(salt, key)) / 10_000.0;
+            let just_out = f64::from(cut(salt, key) - 1) / 10_000.0;
+            for (percent, expected) in [(just_in, true), (just_out, false)] {
+                let plan = plan(&format!(
+                    r#"{{"name": "a", "cluster": "c", "percent": {percent}, "salt": "{salt}", "sample_by": {sample_by}}}"#
+                ));
+                let mut tally = Tally::default();
+                let got = begin(
+                    &plan,
+                    &mut get(&request_extra),
+                    &mut Rng::new(1),
+                    &mut tally,
+                )
+                .is_some();
+                assert_eq!(got, expected, "{sample_by} at {percent}");
+            }
+        }
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn declared_length_over_the_cap_is_skipped_before_copying() {
+        let plan = plan(
+            r#"{"name": "small", "cluster": "c", "percent": 100, "max_body_bytes": 10},
+               {"name": "big", "cluster": "c", "percent": 100, "max_body_bytes": 100}"#,
+        );
+        let mut tally = Tally::default();
+        let mut post = get(&[("content-length", b"50")]);
+        let mut capture = begin(&plan, &mut post, &mut Rng::new(1), &mut tally).unwrap();
+        assert_eq!(tally.get(0, Counter::SkippedBodyTooLarge), 1);
+        capture.add_body(&[7u8; 50], &mut tally);
+        let copies = capture.finish();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].target, 1);
+        assert_eq!(&copies[0].body[..], &[7u8; 50][..]);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn over_cap_body_is_skipped_not_truncated() {
+        let plan = plan(
+            r#"{"name": "small", "cluster": "c", "percent": 100, "max_body_bytes": 10},
+               {"name": "big", "cluster": "c", "percent": 100, "max_body_bytes": 20}"#,
+        );
+        let mut tally = Tally::default();
+        let mut capture = begin(&plan, &mut get(&[]), &mut Rng::new(1), &mut tally).unwrap();
+        capture.add_body(b"0123456789", &mut tally);
+        assert_eq!(tally.get(0, Counter::SkippedBodyTooLarge), 0);
+        capture.add_body(b"a", &mut tally);
+        assert_eq!(tally.get(0, Counter::SkippedBodyTooLarge), 1);
+        assert!(capture.is_active());
+        capture.add_body(b"bcdefghijk", &mut tally);
+        assert_eq!(tally.get(1, Counter::SkippedBodyTooLarge), 1);
+        assert!(!capture.is_active());
+        assert!(capture.finish().is_empty());
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn zero_cap_mirrors_only_bodiless_requests() {
+        let plan = plan(r#"{"name": "a", "cluster": "c", "percent": 100, "max_body_bytes": 0}"#);
+        let mut tally = Tally::default();
+        let capture = begin(&plan, &mut get(&[]), &mut Rng::new(1), &mut tally).unwrap();
+        assert_eq!(capture.finish().len(), 1);
+        let mut capture = begin(&plan, &mut get(&[]), &mut Rng::new(1), &mut tally).unwrap();
+        capture.add_body(b"x", &mut tally);
+        assert!(capture.finish().is_empty());
+        assert_eq!(tally.get(0, Counter::SkippedBodyTooLarge), 1);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn every_target_gets_its_own_copy_of_one_body() {
+        let plan = plan(
+            r#"{"name": "a", "cluster": "c", "percent": 100, "headers": {"set": {"x-t": "a"}}},
+               {"name": "b", "cluster": "c", "percent": 100, "authority": "b.internal"}"#,
+        );
+        let mut tally = Tally::default();
+        let mut capture = begin(&plan, &mut get(&[]), &mut Rng::new(1), &mut tally).unwrap();
+        capture.add_body(b"hello ", &mut tally);
+        capture.add_body(b"world", &mut tally);
+        let copies = capture.finish();
+        assert_eq!(copies.len(), 2);
+        assert_eq!(&copies[0].body[..], b"hello world");
+        assert!(Rc::ptr_eq(&copies[0].body, &copies[1].body));
+        assert!(copies[0]
+            .headers
+            .contains(&("x-t".to_string(), b"a".to_vec())));
+        assert!(copies[0]
+            .headers
+            .contains(&("x-traffic-mirror".to_string(), b"a".to_vec())));
+        assert!(copies[1]
+            .headers
+            .contains(&(":authority".to_string(), b"b.internal".to_vec())));
+        assert!(copies[1]
+            .headers
+            .contains(&("x-traffic-mirror".to_string(), b"b".to_vec())));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn unmatched_request_is_not_counted() {
+        let plan = plan(
+            r#"{"name": "a", "cluster": "c", "percent": 100, "match": {"methods": ["POST"]}}"#,
+        );
+        let mut tally = Tally::default();
+        assert!(begin(&plan, &mut get(&[]), &mut Rng::new(1), &mut tally).is_none());
+        assert_eq!(tally, Tally::default());
+    }
+}

@@ -151,7 +151,10 @@ fn parse_target(path: &str, value: &Value) -> Result<Target> {
     if !valid_target_name(&name) {
         return error(
             &p,
-            format!("must match [a-z0-9_-]{{1,32}}, got \"{}\"", name.escape_debug()),
+            format!(
+                "must match [a-z0-9_-]{{1,32}}, got \"{}\"",
+                name.escape_debug()
+            ),
         );
     }
 
@@ -180,7 +183,10 @@ fn parse_target(path: &str, value: &Value) -> Result<Target> {
             other => {
                 return error(
                     &p,
-                    format!("must be \"skip\" or \"random\", got \"{}\"", other.escape_debug()),
+                    format!(
+                        "must be \"skip\" or \"random\", got \"{}\"",
+                        other.escape_debug()
+                    ),
                 )
             }
         },
@@ -239,7 +245,10 @@ fn parse_target(path: &str, value: &Value) -> Result<Target> {
         Some((p, v)) => {
             let rps = number(&p, v)?;
             if rps <= 0.0 || !rps.is_finite() {
-                return error(&p, format!("must be greater than 0 or null, got {}", show(v)));
+                return error(
+                    &p,
+                    format!("must be greater than 0 or null, got {}", show(v)),
+                );
             }
             Some(rps)
         }
@@ -317,7 +326,10 @@ fn parse_match(path: &str, value: &Value) -> Result<Match> {
             let ip = format!("{p}[{i}]");
             let method = string(&ip, item)?;
             if method.is_empty() || !method.bytes().all(is_token_byte) {
-                return error(&ip, format!("not an HTTP method: \"{}\"", method.escape_debug()));
+                return error(
+                    &ip,
+                    format!("not an HTTP method: \"{}\"", method.escape_debug()),
+                );
             }
             matcher.methods.push(method.to_ascii_uppercase());
         }
@@ -332,7 +344,10 @@ fn parse_match(path: &str, value: &Value) -> Result<Match> {
                 other => {
                     return error(
                         &hp,
-                        format!("must be a string (exact value) or true (present), got {}", show(other)),
+                        format!(
+                            "must be a string (exact value) or true (present), got {}",
+                            show(other)
+                        ),
                     )
                 }
             };
@@ -350,7 +365,11 @@ fn parse_header_ops(path: &str, value: &Value) -> Result<HeaderOps> {
     let mut seen: Vec<(String, String)> = Vec::new();
     let mut note = |p: &str, name: &str| -> Result<()> {
         forbid_reserved(p, name)?;
-        if let Some((first, _)) = seen.iter().find(|(_, n)| n == name).map(|(fp, n)| (fp.clone(), n)) {
+        if let Some((first, _)) = seen
+            .iter()
+            .find(|(_, n)| n == name)
+            .map(|(fp, n)| (fp.clone(), n))
+        {
             return error(p, format!("header \"{name}\" is already named at {first}"));
         }
         seen.push((p.to_string(), name.to_string()));
@@ -392,7 +411,6 @@ fn parse_header_ops(path: &str, value: &Value) -> Result<HeaderOps> {
 struct Fields<'a> {
     map: &'a Map<String, Value>,
     taken: Vec<&'static str>,
-    object_path: String,
     prefix: String,
 }
 
@@ -401,7 +419,6 @@ impl<'a> Fields<'a> {
         Ok(Fields {
             map: object(path, value)?,
             taken: Vec::new(),
-            object_path: path.to_string(),
             prefix: prefix.to_string(),
         })
     }
@@ -432,7 +449,6 @@ impl<'a> Fields<'a> {
                 } else {
                     format!("{}{unknown}", self.prefix)
                 };
-                let _ = &self.object_path;
                 error(
                     &path,
                     format!("unknown field (expected one of: {})", self.taken.join(", ")),
@@ -507,15 +523,24 @@ fn integer_in(path: &str, value: &Value, min: u64, max: u64) -> Result<u64> {
 fn path_string(path: &str, value: &Value) -> Result<String> {
     let s = string(path, value)?;
     if !s.starts_with('/') {
-        return error(path, format!("must start with '/', got \"{}\"", s.escape_debug()));
+        return error(
+            path,
+            format!("must start with '/', got \"{}\"", s.escape_debug()),
+        );
     }
     Ok(s)
 }
 
 fn non_empty_token(path: &str, value: &Value) -> Result<String> {
     let s = string(path, value)?;
-    if s.is_empty() || s.bytes().any(|b| b <= b' ' || b == 0x7f || b == b';' || b == b'=' || b == b'&') {
-        return error(path, format!("must be a non-empty name, got \"{}\"", s.escape_debug()));
+    if s.is_empty()
+        || s.bytes()
+            .any(|b| b <= b' ' || b == 0x7f || b == b';' || b == b'=' || b == b'&')
+    {
+        return error(
+            path,
+            format!("must be a non-empty name, got \"{}\"", s.escape_debug()),
+        );
     }
     Ok(s)
 }
@@ -529,7 +554,10 @@ fn header_name(path: &str, value: &Value) -> Result<String> {
 fn checked_header_name(path: &str, name: &str) -> Result<String> {
     let body = name.strip_prefix(':').unwrap_or(name);
     if body.is_empty() || !body.bytes().all(is_token_byte) {
-        return error(path, format!("not a valid header name: \"{}\"", name.escape_debug()));
+        return error(
+            path,
+            format!("not a valid header name: \"{}\"", name.escape_debug()),
+        );
     }
     Ok(name.to_ascii_lowercase())
 }
@@ -537,12 +565,17 @@ fn checked_header_name(path: &str, name: &str) -> Result<String> {
 /// Headers the copy must keep as Envoy builds them.
 fn forbid_reserved(path: &str, name: &str) -> Result<()> {
     if name.starts_with(':') {
-        return error(path, format!("pseudo-header \"{name}\" cannot be changed on the copy"));
+        return error(
+            path,
+            format!("pseudo-header \"{name}\" cannot be changed on the copy"),
+        );
     }
     if matches!(name, "host" | "content-length" | "transfer-encoding") {
         return error(
             path,
-            format!("header \"{name}\" cannot be changed on the copy (use \"authority\" for the host)"),
+            format!(
+                "header \"{name}\" cannot be changed on the copy (use \"authority\" for the host)"
+            ),
         );
     }
     Ok(())
@@ -556,10 +589,206 @@ fn valid_target_name(name: &str) -> bool {
 }
 
 fn valid_header_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// RFC 9110 `tchar`.
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn line(json: &str) -> String {
+        match parse(json.as_bytes()) {
+            Ok(plan) => panic!("accepted: {json} -> {plan:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const PREFIX: &str = "traffic-mirror: invalid configuration: ";
+
+    fn target(extra: &str) -> String {
+        format!(r#"{{"targets": [{{"name": "t", "cluster": "c", "percent": 10{extra}}}]}}"#)
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn minimal_target_gets_the_documented_defaults() {
+        let plan = parse(target("").as_bytes()).unwrap();
+        assert_eq!(plan.loop_header, "x-traffic-mirror");
+        let t = &plan.targets[0];
+        assert_eq!(t.name, "t");
+        assert_eq!(t.cluster, "c");
+        assert_eq!(t.threshold, 100_000);
+        assert_eq!(t.sample_by, SampleKey::Header("x-request-id".into()));
+        assert_eq!(t.on_missing_key, OnMissingKey::Skip);
+        assert_eq!(t.salt, b"t");
+        assert_eq!(t.matcher, Match::default());
+        assert_eq!(t.authority, Authority::Suffix("-shadow".into()));
+        assert_eq!(t.header_ops, HeaderOps::default());
+        assert_eq!(t.max_body_bytes, 1_048_576);
+        assert_eq!(t.timeout_ms, 5000);
+        assert_eq!(t.max_rps, None);
+        assert_eq!(t.max_in_flight, 1000);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn spec_example_compiles_to_its_plan() {
+        let json = r#"{
+          "targets": [{
+            "name": "staging", "cluster": "staging_cluster", "percent": 25,
+            "sample_by": {"header": "X-User-Id"}, "on_missing_key": "random",
+            "salt": "pepper",
+            "match": {"path_prefix": "/api/", "path_exact": "/api/x", "methods": ["get", "POST"],
+                      "headers": {"X-Env": "prod", "x-flag": true}},
+            "authority": null, "host_suffix": "-shadow",
+            "headers": {"remove": ["Cookie"], "set": {"X-Env": "staging"}, "redact": ["authorization"]},
+            "max_body_bytes": 0, "timeout_ms": 60000, "max_rps": 0.5, "max_in_flight": 100000
+          }],
+          "loop_header": "X-Mirrored"
+        }"#;
+        let plan = parse(json.as_bytes()).unwrap();
+        assert_eq!(plan.loop_header, "x-mirrored");
+        let t = &plan.targets[0];
+        assert_eq!(t.threshold, 250_000);
+        assert_eq!(t.sample_by, SampleKey::Header("x-user-id".into()));
+        assert_eq!(t.on_missing_key, OnMissingKey::Random);
+        assert_eq!(t.salt, b"pepper");
+        assert_eq!(t.matcher.methods, vec!["GET", "POST"]);
+        assert_eq!(
+            t.matcher.headers,
+            vec![
+                (
+                    "x-env".to_string(),
+                    HeaderCondition::Equals(b"prod".to_vec())
+                ),
+                ("x-flag".to_string(), HeaderCondition::Present)
+            ]
+        );
+        assert_eq!(t.matcher.path_prefix.as_deref(), Some("/api/"));
+        assert_eq!(t.matcher.path_exact.as_deref(), Some("/api/x"));
+        assert_eq!(t.header_ops.remove, vec!["cookie"]);
+        assert_eq!(
+            t.header_ops.set,
+            vec![("x-env".to_string(), "staging".to_string())]
+        );
+        assert_eq!(t.header_ops.redact, vec!["authorization"]);
+        assert_eq!(t.max_body_bytes, 0);
+        assert_eq!(t.timeout_ms, 60000);
+        assert_eq!(t.max_rps, Some(0.5));
+        assert_eq!(t.max_in_flight, 100_000);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn other_sample_keys_and_fixed_authority() {
+        let cookie = parse(target(r#", "sample_by": {"cookie": "uid"}"#).as_bytes()).unwrap();
+        assert_eq!(cookie.targets[0].sample_by, SampleKey::Cookie("uid".into()));
+        let query = parse(target(r#", "sample_by": {"query": "sid"}"#).as_bytes()).unwrap();
+        assert_eq!(query.targets[0].sample_by, SampleKey::Query("sid".into()));
+        let random = parse(target(r#", "sample_by": {"random": true}"#).as_bytes()).unwrap();
+        assert_eq!(random.targets[0].sample_by, SampleKey::Random);
+        let fixed = parse(target(r#", "authority": "shadow.internal:8080""#).as_bytes()).unwrap();
+        assert_eq!(
+            fixed.targets[0].authority,
+            Authority::Fixed("shadow.internal:8080".into())
+        );
+        let keep = parse(target(r#", "host_suffix": """#).as_bytes()).unwrap();
+        assert_eq!(keep.targets[0].authority, Authority::Suffix(String::new()));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn bad_configurations_give_one_line_with_the_json_path() {
+        let sixteen: Vec<String> = (0..17)
+            .map(|i| format!(r#"{{"name": "t{i}", "cluster": "c", "percent": 1}}"#))
+            .collect();
+        let seventeen = format!(r#"{{"targets": [{}]}}"#, sixteen.join(","));
+        let cases: Vec<(String, &str)> = vec![
+            ("{".into(), "$: invalid JSON: EOF while parsing an object at line 1 column 1"),
+            ("[]".into(), "$: expected an object, got an array"),
+            ("{}".into(), "targets: required field is missing"),
+            (r#"{"targets": []}"#.into(), "targets: must hold 1 to 16 targets, got 0"),
+            (seventeen, "targets: must hold 1 to 16 targets, got 17"),
+            (r#"{"targets": {}}"#.into(), "targets: expected an array, got an object"),
+            (
+                r#"{"targets": [{"name": "t", "cluster": "c", "percent": 1}], "colour": 1}"#.into(),
+                "colour: unknown field (expected one of: loop_header, targets)",
+            ),
+            (target(r#", "colour": 1"#), "targets[0].colour: unknown field (expected one of: name, cluster, percent, sample_by, on_missing_key, salt, match, authority, host_suffix, headers, max_body_bytes, timeout_ms, max_rps, max_in_flight)"),
+            (r#"{"targets": [{"cluster": "c", "percent": 1}]}"#.into(), "targets[0].name: required field is missing"),
+            (r#"{"targets": [{"name": "t", "percent": 1}]}"#.into(), "targets[0].cluster: required field is missing"),
+            (r#"{"targets": [{"name": "t", "cluster": "c"}]}"#.into(), "targets[0].percent: required field is missing"),
+            (r#"{"targets": [{"name": "T", "cluster": "c", "percent": 1}]}"#.into(), "targets[0].name: must match [a-z0-9_-]{1,32}, got \"T\""),
+            (r#"{"targets": [{"name": 7, "cluster": "c", "percent": 1}]}"#.into(), "targets[0].name: expected a string, got a number"),
+            (r#"{"targets": [{"name": "t", "cluster": "", "percent": 1}]}"#.into(), "targets[0].cluster: must not be empty"),
+            (target("").replace("10", "150"), "targets[0].percent: must be between 0 and 100, got 150"),
+            (target("").replace("10", "-1"), "targets[0].percent: must be between 0 and 100, got -1"),
+            (target("").replace("10", "\"10\""), "targets[0].percent: expected a number, got a string"),
+            (
+                r#"{"targets": [{"name": "a", "cluster": "c", "percent": 1}, {"name": "a", "cluster": "d", "percent": 2}]}"#.into(),
+                "targets[1].name: duplicate target name \"a\"",
+            ),
+            (target(r#", "sample_by": {}"#), "targets[0].sample_by: must have exactly one of \"header\", \"cookie\", \"query\", \"random\", got 0 fields"),
+            (target(r#", "sample_by": {"header": "a", "cookie": "b"}"#), "targets[0].sample_by: must have exactly one of \"header\", \"cookie\", \"query\", \"random\", got 2 fields"),
+            (target(r#", "sample_by": {"path": "a"}"#), "targets[0].sample_by.path: unknown field (expected one of: header, cookie, query, random)"),
+            (target(r#", "sample_by": {"random": false}"#), "targets[0].sample_by.random: must be true, got false"),
+            (target(r#", "sample_by": {"header": "bad name"}"#), "targets[0].sample_by.header: not a valid header name: \"bad name\""),
+            (target(r#", "sample_by": {"cookie": ""}"#), "targets[0].sample_by.cookie: must be a non-empty name, got \"\""),
+            (target(r#", "on_missing_key": "drop""#), "targets[0].on_missing_key: must be \"skip\" or \"random\", got \"drop\""),
+            (target(r#", "salt": 1"#), "targets[0].salt: expected a string, got a number"),
+            (target(r#", "match": {"path": "/"}"#), "targets[0].match.path: unknown field (expected one of: path_prefix, path_exact, methods, headers)"),
+            (target(r#", "match": {"path_prefix": "api"}"#), "targets[0].match.path_prefix: must start with '/', got \"api\""),
+            (target(r#", "match": {"methods": []}"#), "targets[0].match.methods: must not be empty (leave it out to match every method)"),
+            (target(r#", "match": {"methods": ["GET", "P OST"]}"#), "targets[0].match.methods[1]: not an HTTP method: \"P OST\""),
+            (target(r#", "match": {"headers": {"x-a": false}}"#), "targets[0].match.headers.x-a: must be a string (exact value) or true (present), got false"),
+            (target(r#", "authority": """#), "targets[0].authority: must be a non-empty host[:port] or null"),
+            (target(r#", "host_suffix": "a:b""#), "targets[0].host_suffix: must not contain ':' or control characters"),
+            (target(r#", "headers": {"remove": [":path"]}"#), "targets[0].headers.remove[0]: pseudo-header \":path\" cannot be changed on the copy"),
+            (target(r#", "headers": {"set": {":authority": "x"}}"#), "targets[0].headers.set.:authority: pseudo-header \":authority\" cannot be changed on the copy"),
+            (target(r#", "headers": {"redact": ["Host"]}"#), "targets[0].headers.redact[0]: header \"host\" cannot be changed on the copy (use \"authority\" for the host)"),
+            (target(r#", "headers": {"remove": ["content-length"]}"#), "targets[0].headers.remove[0]: header \"content-length\" cannot be changed on the copy (use \"authority\" for the host)"),
+            (target(r#", "headers": {"set": {"Transfer-Encoding": "x"}}"#), "targets[0].headers.set.Transfer-Encoding: header \"transfer-encoding\" cannot be changed on the copy (use \"authority\" for the host)"),
+            (target(r#", "headers": {"remove": ["cookie"], "redact": ["Cookie"]}"#), "targets[0].headers.redact[0]: header \"cookie\" is already named at targets[0].headers.remove[0]"),
+            (target(r#", "headers": {"set": {"x-a": "1"}, "redact": ["x-a"]}"#), "targets[0].headers.redact[0]: header \"x-a\" is already named at targets[0].headers.set.x-a"),
+            (target(r#", "headers": {"set": {"x-a": "a\nb"}}"#), "targets[0].headers.set.x-a: value must not contain control characters"),
+            (target(r#", "headers": {"drop": []}"#), "targets[0].headers.drop: unknown field (expected one of: remove, set, redact)"),
+            (target(r#", "max_body_bytes": 16777217"#), "targets[0].max_body_bytes: must be between 0 and 16777216, got 16777217"),
+            (target(r#", "max_body_bytes": -1"#), "targets[0].max_body_bytes: must be between 0 and 16777216, got -1"),
+            (target(r#", "max_body_bytes": 1.5"#), "targets[0].max_body_bytes: must be an integer, got 1.5"),
+            (target(r#", "timeout_ms": 0"#), "targets[0].timeout_ms: must be between 1 and 60000, got 0"),
+            (target(r#", "timeout_ms": "5s""#), "targets[0].timeout_ms: expected an integer, got a string"),
+            (target(r#", "max_rps": 0"#), "targets[0].max_rps: must be greater than 0 or null, got 0"),
+            (target(r#", "max_in_flight": 100001"#), "targets[0].max_in_flight: must be between 1 and 100000, got 100001"),
+            (
+                r#"{"targets": [{"name": "t", "cluster": "c", "percent": 1}], "loop_header": ":path"}"#.into(),
+                "loop_header: pseudo-header \":path\" cannot be changed on the copy",
+            ),
+        ];
+        for (json, expected) in cases {
+            assert_eq!(line(&json), format!("{PREFIX}{expected}"), "config: {json}");
+        }
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn percent_bounds_and_sixteen_targets_are_accepted() {
+        for percent in ["0", "100", "0.0001", "99.9999"] {
+            let json = target("").replace("10", percent);
+            assert!(parse(json.as_bytes()).is_ok(), "{json}");
+        }
+        let sixteen: Vec<String> = (0..16)
+            .map(|i| format!(r#"{{"name": "t{i}", "cluster": "c", "percent": 1}}"#))
+            .collect();
+        let json = format!(r#"{{"targets": [{}]}}"#, sixteen.join(","));
+        assert_eq!(parse(json.as_bytes()).unwrap().targets.len(), 16);
+    }
 }

@@ -78,3 +78,135 @@ pub fn with_host_suffix(authority: &[u8], suffix: &[u8]) -> Vec<u8> {
     out.extend_from_slice(port);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn target(extra: &str) -> Target {
+        let json = format!(
+            r#"{{"targets": [{{"name": "shadow", "cluster": "c", "percent": 100{extra}}}]}}"#
+        );
+        parse(json.as_bytes()).unwrap().targets.remove(0)
+    }
+
+    fn request() -> Vec<Header> {
+        [
+            (":authority", &b"example.com:8080"[..]),
+            (":path", b"/api/x?a=1&b=%20"),
+            (":method", b"POST"),
+            (":scheme", b"http"),
+            ("cookie", b"uid=1"),
+            ("authorization", b"Bearer secret"),
+            ("x-env", b"prod"),
+            ("x-request-id", b"rid-1"),
+            ("transfer-encoding", b"chunked"),
+            ("x-bytes", b"caf\xe9"),
+            ("x-dup", b"1"),
+            ("x-dup", b"2"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_vec()))
+        .collect()
+    }
+
+    fn pairs(headers: &[Header]) -> Vec<(&str, &[u8])> {
+        headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect()
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn copy_keeps_headers_in_order_and_adds_suffix_and_loop_header() {
+        let copy = copy_headers(&request(), &target(""), "x-traffic-mirror");
+        assert_eq!(
+            pairs(&copy),
+            vec![
+                (":authority", &b"example.com-shadow:8080"[..]),
+                (":path", b"/api/x?a=1&b=%20"),
+                (":method", b"POST"),
+                (":scheme", b"http"),
+                ("cookie", b"uid=1"),
+                ("authorization", b"Bearer secret"),
+                ("x-env", b"prod"),
+                ("x-request-id", b"rid-1"),
+                ("x-bytes", b"caf\xe9"),
+                ("x-dup", b"1"),
+                ("x-dup", b"2"),
+                ("x-traffic-mirror", b"shadow"),
+            ]
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn header_operations_apply_to_the_copy_case_insensitively() {
+        let t = target(
+            r#", "headers": {"remove": ["Cookie", "X-Dup"], "set": {"X-Env": "staging", "x-new": "1"}, "redact": ["AUTHORIZATION", "x-absent"]}"#,
+        );
+        let copy = copy_headers(&request(), &t, "x-loop");
+        assert_eq!(
+            pairs(&copy),
+            vec![
+                (":authority", &b"example.com-shadow:8080"[..]),
+                (":path", b"/api/x?a=1&b=%20"),
+                (":method", b"POST"),
+                (":scheme", b"http"),
+                ("authorization", b"[REDACTED]"),
+                ("x-request-id", b"rid-1"),
+                ("x-bytes", b"caf\xe9"),
+                ("x-env", b"staging"),
+                ("x-new", b"1"),
+                ("x-loop", b"shadow"),
+            ]
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn authority_is_fixed_or_suffixed_or_kept() {
+        let fixed = copy_headers(
+            &request(),
+            &target(r#", "authority": "mirror.internal""#),
+            "l",
+        );
+        assert_eq!(
+            fixed[0],
+            (":authority".to_string(), b"mirror.internal".to_vec())
+        );
+        let kept = copy_headers(&request(), &target(r#", "host_suffix": """#), "l");
+        assert_eq!(
+            kept[0],
+            (":authority".to_string(), b"example.com:8080".to_vec())
+        );
+        let without: Vec<Header> = request().into_iter().skip(1).collect();
+        let added = copy_headers(&without, &target(r#", "authority": "m""#), "l");
+        assert!(added.contains(&(":authority".to_string(), b"m".to_vec())));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn host_suffix_goes_before_any_port() {
+        for (authority, expected) in [
+            ("example.com", "example.com-shadow"),
+            ("example.com:8080", "example.com-shadow:8080"),
+            ("10.0.0.1:80", "10.0.0.1-shadow:80"),
+            ("[::1]:8080", "[::1]-shadow:8080"),
+            ("[::1]", "[::1]-shadow"),
+            ("::1", "::1-shadow"),
+            ("host:", "host-shadow:"),
+            ("", "-shadow"),
+        ] {
+            assert_eq!(
+                with_host_suffix(authority.as_bytes(), b"-shadow"),
+                expected.as_bytes(),
+                "{authority}"
+            );
+        }
+    }
+}

@@ -69,3 +69,56 @@ impl InFlight {
         self.current
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn bucket_starts_full_with_burst_of_rate_and_refills() {
+        let mut bucket = TokenBucket::new(5.0);
+        let t0 = 100 * SECOND;
+        assert_eq!((0..10).filter(|_| bucket.try_take(t0)).count(), 5);
+        assert!(!bucket.try_take(t0 + SECOND / 10));
+        assert!(bucket.try_take(t0 + SECOND / 5));
+        // A long pause refills only up to the burst.
+        assert_eq!(
+            (0..10)
+                .filter(|_| bucket.try_take(t0 + 60 * SECOND))
+                .count(),
+            5
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn fractional_rate_has_a_burst_of_one() {
+        let mut bucket = TokenBucket::new(0.5);
+        assert!(bucket.try_take(0));
+        assert!(!bucket.try_take(SECOND));
+        assert!(bucket.try_take(2 * SECOND));
+        // Time going backwards never mints tokens.
+        assert!(!bucket.try_take(SECOND));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn in_flight_refuses_past_max_and_frees_on_release() {
+        let mut slots = InFlight::new(2);
+        assert!(slots.try_reserve());
+        assert!(slots.try_reserve());
+        assert!(!slots.try_reserve());
+        slots.release();
+        assert_eq!(slots.current(), 1);
+        assert!(slots.try_reserve());
+        slots.release();
+        slots.release();
+        slots.release();
+        assert_eq!(slots.current(), 0);
+    }
+}

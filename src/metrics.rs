@@ -89,3 +89,95 @@ pub trait Metrics {
     fn count(&mut self, target: usize, counter: Counter);
     fn add_in_flight(&mut self, target: usize, delta: i64);
 }
+
+/// Counts in memory: for tests and fuzzing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    counts: Vec<[u64; Counter::ALL.len()]>,
+    in_flight: Vec<i64>,
+}
+
+impl Tally {
+    pub fn get(&self, target: usize, counter: Counter) -> u64 {
+        self.counts
+            .get(target)
+            .and_then(|c| c.get(counter.index()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn in_flight(&self, target: usize) -> i64 {
+        self.in_flight.get(target).copied().unwrap_or(0)
+    }
+
+    fn grow(&mut self, target: usize) {
+        if self.counts.len() <= target {
+            self.counts.resize(target + 1, [0; Counter::ALL.len()]);
+            self.in_flight.resize(target + 1, 0);
+        }
+    }
+}
+
+impl Metrics for Tally {
+    fn count(&mut self, target: usize, counter: Counter) {
+        self.grow(target);
+        if let Some(slot) = self
+            .counts
+            .get_mut(target)
+            .and_then(|c| c.get_mut(counter.index()))
+        {
+            *slot += 1;
+        }
+    }
+
+    fn add_in_flight(&mut self, target: usize, delta: i64) {
+        self.grow(target);
+        if let Some(slot) = self.in_flight.get_mut(target) {
+            *slot += delta;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn responses_are_counted_by_status_class() {
+        for (status, counter) in [
+            (Some(&b"200"[..]), Counter::Responses2xx),
+            (Some(b"204"), Counter::Responses2xx),
+            (Some(b"302"), Counter::Responses3xx),
+            (Some(b"404"), Counter::Responses4xx),
+            (Some(b"503"), Counter::Responses5xx),
+            (Some(b"504"), Counter::Responses5xx),
+            (Some(b"600"), Counter::ResponsesFailed),
+            (Some(b"abc"), Counter::ResponsesFailed),
+            (Some(b""), Counter::ResponsesFailed),
+            (None, Counter::ResponsesFailed),
+        ] {
+            assert_eq!(Counter::for_response(status), counter, "{status:?}");
+        }
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn metric_names_follow_the_spec() {
+        assert_eq!(
+            metric_name("staging", Counter::Requests.name()),
+            "traffic_mirror.staging.requests"
+        );
+        assert_eq!(
+            metric_name("a-b", IN_FLIGHT),
+            "traffic_mirror.a-b.in_flight"
+        );
+        let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), 14);
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+    }
+}

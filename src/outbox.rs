@@ -70,8 +70,8 @@ impl Outbox {
         !self.queue.is_empty()
     }
 
-    /// The next copy to send.
-    pub fn next(&mut self) -> Option<ReadyCopy> {
+    /// The next queued copy to send.
+    pub fn take_queued(&mut self) -> Option<ReadyCopy> {
         self.queue.pop_front()
     }
 
@@ -113,5 +113,98 @@ impl Outbox {
         if let Some(limits) = self.limits.get_mut(target) {
             limits.slots.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::metrics::Tally;
+    use std::rc::Rc;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn outbox(extra: &str) -> Outbox {
+        let json =
+            format!(r#"{{"targets": [{{"name": "a", "cluster": "c", "percent": 100{extra}}}]}}"#);
+        Outbox::new(&parse(json.as_bytes()).unwrap())
+    }
+
+    fn copy() -> ReadyCopy {
+        ReadyCopy {
+            target: 0,
+            headers: vec![],
+            body: Rc::from(Vec::new()),
+        }
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn every_sent_copy_ends_in_exactly_one_response_counter() {
+        let mut out = outbox("");
+        let mut tally = Tally::default();
+        for _ in 0..3 {
+            assert!(out.offer(copy(), || 0, &mut tally));
+        }
+        let mut token = 10;
+        while let Some(c) = out.take_queued() {
+            out.sent(token, c.target, &mut tally);
+            token += 1;
+        }
+        assert_eq!(tally.in_flight(0), 3);
+        assert_eq!(
+            out.ended(10, Some(b"200"), &mut tally),
+            Some((0, Counter::Responses2xx))
+        );
+        assert_eq!(
+            out.ended(11, Some(b"503"), &mut tally),
+            Some((0, Counter::Responses5xx))
+        );
+        assert_eq!(
+            out.ended(12, None, &mut tally),
+            Some((0, Counter::ResponsesFailed))
+        );
+        assert_eq!(out.ended(12, Some(b"200"), &mut tally), None, "ends once");
+        assert_eq!(out.ended(99, Some(b"200"), &mut tally), None, "not ours");
+        assert_eq!(tally.get(0, Counter::Dispatched), 3);
+        assert_eq!(tally.in_flight(0), 0);
+        assert_eq!(out.occupied(0), 0);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn in_flight_limit_drops_and_counts_and_frees_on_end() {
+        let mut out = outbox(r#", "max_in_flight": 2"#);
+        let mut tally = Tally::default();
+        assert!(out.offer(copy(), || 0, &mut tally));
+        assert!(out.offer(copy(), || 0, &mut tally));
+        assert!(!out.offer(copy(), || 0, &mut tally));
+        assert_eq!(tally.get(0, Counter::SkippedInFlight), 1);
+        let first = out.take_queued().unwrap();
+        out.sent(1, first.target, &mut tally);
+        let second = out.take_queued().unwrap();
+        out.refused(second.target, &mut tally);
+        assert_eq!(tally.get(0, Counter::DispatchFailed), 1);
+        assert!(out.offer(copy(), || 0, &mut tally));
+        assert!(!out.offer(copy(), || 0, &mut tally));
+        out.ended(1, Some(b"204"), &mut tally);
+        assert!(out.offer(copy(), || 0, &mut tally));
+        assert_eq!(tally.get(0, Counter::SkippedInFlight), 2);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn rate_limit_drops_and_counts_and_asks_the_clock_only_when_set() {
+        let mut unlimited = outbox("");
+        let mut tally = Tally::default();
+        assert!(unlimited.offer(copy(), || panic!("clock read without max_rps"), &mut tally));
+        let mut out = outbox(r#", "max_rps": 2"#);
+        let admitted = (0..5)
+            .filter(|_| out.offer(copy(), || 1_000, &mut tally))
+            .count();
+        assert_eq!(admitted, 2);
+        assert_eq!(tally.get(0, Counter::SkippedRateLimited), 3);
+        assert!(out.offer(copy(), || 500_001_000, &mut tally));
     }
 }

@@ -124,3 +124,129 @@ impl Rng {
         z ^ (z >> 31)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    /// Reference values from an independent XXH64 implementation (Python `xxhash`):
+    /// `xxh64_intdigest(salt + ":" + key) % 1_000_000`.
+    const VECTORS: &[(&str, &str, u64, u32)] = &[
+        ("staging", "user-1", 0xc698_9d3b_8813_4ec5, 349_061),
+        ("staging", "user-2", 0xdb06_d6da_9d03_9bc9, 955_913),
+        ("s1", "alice", 0x3353_c5f8_815d_688b, 252_939),
+        ("s1", "bob", 0xfb70_ed38_93f1_bcb1, 550_129),
+        ("", "", 0x787f_0054_9555_1c49, 241_481),
+        (
+            "salt",
+            "9f0c2b1e-4a6d-4e8f-9b1a-2c3d4e5f6a7b",
+            0x71c3_4b34_8008_8467,
+            859_111,
+        ),
+    ];
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn bucket_matches_reference_xxh64_vectors() {
+        for &(salt, key, hash, expected) in VECTORS {
+            let joined = format!("{salt}:{key}");
+            assert_eq!(xxhash_rust::xxh64::xxh64(joined.as_bytes(), 0), hash);
+            assert_eq!(
+                bucket(salt.as_bytes(), key.as_bytes()),
+                expected,
+                "{salt}:{key}"
+            );
+        }
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn threshold_rounds_half_up_at_one_in_a_million() {
+        for (percent, expected) in [
+            (0.0, 0),
+            (0.00005, 1),
+            (0.00004999, 0),
+            (12.5, 125_000),
+            (25.0, 250_000),
+            (33.33335, 333_334),
+            (99.99995, 1_000_000),
+            (100.0, 1_000_000),
+        ] {
+            assert_eq!(threshold(percent), expected, "{percent}");
+        }
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn decision_is_bucket_below_threshold() {
+        // staging:user-1 is in bucket 349061.
+        assert!(!is_sampled(b"staging", b"user-1", 349_061));
+        assert!(is_sampled(b"staging", b"user-1", 349_062));
+        assert!(!is_sampled(b"staging", b"user-1", 0));
+        assert!(is_sampled(b"staging", b"user-2", 1_000_000));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn raising_percent_only_adds_keys() {
+        let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
+        let picked = |p: f64| -> Vec<bool> {
+            keys.iter()
+                .map(|k| is_sampled(b"nest", k.as_bytes(), threshold(p)))
+                .collect()
+        };
+        let (low, high) = (picked(10.0), picked(30.0));
+        assert!(low.iter().zip(&high).all(|(l, h)| !l || *h));
+        let (n_low, n_high) = (
+            low.iter().filter(|b| **b).count(),
+            high.iter().filter(|b| **b).count(),
+        );
+        assert!((150..250).contains(&n_low), "{n_low}");
+        assert!((500..700).contains(&n_high), "{n_high}");
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn cookie_values_are_raw_and_empty_is_missing() {
+        let header = b"a=1; uid=abc%20d ;  other=x;flag; empty=; q=\"v\"";
+        assert_eq!(cookie_value(header, "uid"), Some(&b"abc%20d"[..]));
+        assert_eq!(cookie_value(header, "a"), Some(&b"1"[..]));
+        assert_eq!(cookie_value(header, "q"), Some(&b"\"v\""[..]));
+        assert_eq!(cookie_value(header, "empty"), None);
+        assert_eq!(cookie_value(header, "flag"), None);
+        assert_eq!(cookie_value(header, "missing"), None);
+        assert_eq!(cookie_value(b"", "a"), None);
+        assert_eq!(cookie_value(b";;=;", "a"), None);
+        assert_eq!(
+            cookie_value(b"uid=first; uid=second", "uid"),
+            Some(&b"first"[..])
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn query_values_are_raw_undecoded_and_empty_is_missing() {
+        let path = b"/p?x=1&sid=a%2Fb&empty=&flag&sid=second#frag";
+        assert_eq!(query_value(path, "sid"), Some(&b"a%2Fb"[..]));
+        assert_eq!(query_value(path, "x"), Some(&b"1"[..]));
+        assert_eq!(query_value(path, "empty"), None);
+        assert_eq!(query_value(path, "flag"), None);
+        assert_eq!(query_value(path, "nope"), None);
+        assert_eq!(query_value(b"/p", "x"), None);
+        assert_eq!(query_value(b"/p?", "x"), None);
+        assert_eq!(query_value(b"/p?x=a=b", "x"), Some(&b"a=b"[..]));
+        assert_eq!(query_value(b"/p?a=1#x=2", "x"), None);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn random_draws_spread_over_buckets() {
+        let mut rng = Rng::new(42);
+        let hits = (0..10_000)
+            .filter(|_| random_bucket(rng.next_u64()) < threshold(25.0))
+            .count();
+        assert!((2_200..2_800).contains(&hits), "{hits}");
+    }
+}

@@ -57,3 +57,23 @@ impl LogThrottle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn logs_once_a_minute_per_target_and_reason() {
+        let mut throttle = LogThrottle::new(2);
+        let t0 = 5_000_000_000;
+        assert!(throttle.allow(0, Failure::NoResponse, t0));
+        assert!(!throttle.allow(0, Failure::NoResponse, t0 + 59_000_000_000));
+        assert!(throttle.allow(0, Failure::ServerError, t0));
+        assert!(throttle.allow(1, Failure::NoResponse, t0));
+        assert!(throttle.allow(0, Failure::NoResponse, t0 + WINDOW_NANOS));
+        assert!(!throttle.allow(2, Failure::NoResponse, t0));
+    }
+}

@@ -126,7 +126,7 @@ impl Root {
         let Some(worker) = guard.as_mut() else {
             return;
         };
-        while let Some(copy) = worker.outbox.next() {
+        while let Some(copy) = worker.outbox.take_queued() {
             let Some(target) = worker.plan.targets.get(copy.target) else {
                 continue;
             };
@@ -140,7 +140,10 @@ impl Root {
             }
             if not_text {
                 worker.outbox.refused(copy.target, &mut worker.metrics);
-                if worker.throttle.allow(copy.target, Failure::NotText, host::now_nanos()) {
+                if worker
+                    .throttle
+                    .allow(copy.target, Failure::NotText, host::now_nanos())
+                {
                     warn!(
                         "traffic-mirror: target {}: copy not sent: a header value is not valid UTF-8",
                         target.name
@@ -148,16 +151,17 @@ impl Root {
                 }
                 continue;
             }
-            let body = (!copy.body.is_empty()).then_some(&copy.body[..]);
+            let body = (!copy.body.is_empty()).then_some(copy.body.as_ref());
             let timeout = Duration::from_millis(u64::from(target.timeout_ms));
             match self.dispatch_http_call(&target.cluster, headers, body, vec![], timeout) {
                 Ok(token) => worker.outbox.sent(token, copy.target, &mut worker.metrics),
                 Err(status) => {
                     worker.outbox.refused(copy.target, &mut worker.metrics);
-                    if worker
-                        .throttle
-                        .allow(copy.target, Failure::DispatchRefused, host::now_nanos())
-                    {
+                    if worker.throttle.allow(
+                        copy.target,
+                        Failure::DispatchRefused,
+                        host::now_nanos(),
+                    ) {
                         warn!(
                             "traffic-mirror: target {}: Envoy refused the copy to cluster \"{}\" ({:?})",
                             target.name, target.cluster, status
@@ -167,8 +171,14 @@ impl Root {
             }
         }
         if let Err(e) = host::set_tick_period_ms(0) {
-            if worker.throttle.allow(0, Failure::HostCall, host::now_nanos()) {
-                warn!("traffic-mirror: stopping the tick failed with status {}", e.0);
+            if worker
+                .throttle
+                .allow(0, Failure::HostCall, host::now_nanos())
+            {
+                warn!(
+                    "traffic-mirror: stopping the tick failed with status {}",
+                    e.0
+                );
             }
         }
         worker.tick_armed = false;
@@ -201,7 +211,11 @@ impl Context for Root {
             _ => return,
         };
         if worker.throttle.allow(index, failure, host::now_nanos()) {
-            let name = worker.plan.targets.get(index).map_or("", |t| t.name.as_str());
+            let name = worker
+                .plan
+                .targets
+                .get(index)
+                .map_or("", |t| t.name.as_str());
             let status = status
                 .as_deref()
                 .map(String::from_utf8_lossy)

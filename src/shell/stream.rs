@@ -36,14 +36,22 @@ impl Stream {
             return;
         };
         for copy in capture.finish() {
-            worker.outbox.offer(copy, host::now_nanos, &mut worker.metrics);
+            worker
+                .outbox
+                .offer(copy, host::now_nanos, &mut worker.metrics);
         }
         if worker.outbox.has_queued() && !worker.tick_armed {
             match host::set_tick_period_ms(1) {
                 Ok(()) => worker.tick_armed = true,
                 Err(e) => {
-                    if worker.throttle.allow(0, Failure::HostCall, host::now_nanos()) {
-                        warn!("traffic-mirror: starting the tick failed with status {}", e.0);
+                    if worker
+                        .throttle
+                        .allow(0, Failure::HostCall, host::now_nanos())
+                    {
+                        warn!(
+                            "traffic-mirror: starting the tick failed with status {}",
+                            e.0
+                        );
                     }
                 }
             }

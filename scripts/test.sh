@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests (native and wasm32), the module
+# build, the shipped config through `envoy --mode validate`, and the end-to-end tests
+# against a real Envoy. Installs what is missing first (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+bash scripts/setup.sh
+export ENVOY_BIN="${ENVOY_BIN:-$PWD/.venv/bin/envoy}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "clippy, native (lib, tests, examples)"
+cargo clippy --all-targets -- -D warnings
+
+step "clippy, wasm32-wasip1 (the proxy-wasm shell)"
+cargo clippy --target wasm32-wasip1 --lib -- -D warnings
+
+step "unit tests, native"
+cargo test --lib
+
+step "unit tests, wasm32 (Node, wasm-bindgen-test)"
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  cargo test --target wasm32-unknown-unknown --lib
+
+step "build traffic_mirror.wasm"
+cargo build --target wasm32-wasip1 --release
+ls -l target/wasm32-wasip1/release/traffic_mirror.wasm
+
+step "shipped Envoy config passes envoy --mode validate"
+"$ENVOY_BIN" --mode validate -c envoy/envoy.yaml -l error
+
+step "end-to-end tests (real Envoy $("$ENVOY_BIN" --version | grep -o '[0-9.]*/Clean' | cut -d/ -f1))"
+cargo test --test '*'
+
+echo
+echo "all checks passed"
