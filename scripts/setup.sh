@@ -36,6 +36,16 @@ if ! { command -v wasm-bindgen-test-runner >/dev/null && wasm-bindgen-test-runne
   cargo install --quiet wasm-bindgen-cli --version "$wb_version"
 fi
 
+# Fuzzing: cargo-fuzz on the nightly toolchain (libFuzzer needs -Z flags).
+if ! rustup toolchain list | grep -q '^nightly'; then
+  log "installing the nightly toolchain (for cargo fuzz)"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! command -v cargo-fuzz >/dev/null; then
+  log "installing cargo-fuzz (takes a few minutes)"
+  cargo install --quiet cargo-fuzz --version 0.13.1
+fi
+
 if ! command -v node >/dev/null; then
   log "installing nodejs (runs the wasm32 unit tests)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null

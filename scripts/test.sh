@@ -13,6 +13,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+(cd fuzz && cargo fmt -- --check)
 
 step "clippy, native (lib, tests, examples)"
 cargo clippy --all-targets -- -D warnings
@@ -26,6 +27,9 @@ cargo test --lib
 step "unit tests, wasm32 (Node, wasm-bindgen-test)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   cargo test --target wasm32-unknown-unknown --lib
+
+step "fuzz the config parser and the request path (bounded; scripts/fuzz.sh N for long runs)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 
 step "build traffic_mirror.wasm"
 cargo build --target wasm32-wasip1 --release

@@ -33,6 +33,11 @@ pub type SharedWorker = Rc<RefCell<Option<Worker>>>;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
+    // Replaces the SDK's hook (which unwraps the log call): a panic should never happen
+    // (clippy denies the usual causes), but if one does, say so in Envoy's log.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("traffic-mirror: panic: {info}"));
+    }));
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
         Box::new(Root::new())
     });

@@ -1,0 +1,104 @@
+//! The whole request path over arbitrary requests: headers (names, values, cookies,
+//! queries, `:path`), body chunks, and the copy builder, for a plan that uses every
+//! key kind, match rule and header operation. Never panics, never copies more than
+//! the cap, and every sampled copy is accounted for exactly once.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+use traffic_mirror::capture::begin;
+use traffic_mirror::config::{parse, Plan};
+use traffic_mirror::metrics::{Counter, Tally};
+use traffic_mirror::outbox::Outbox;
+use traffic_mirror::request::HeaderList;
+use traffic_mirror::sampling::Rng;
+
+const PLAN: &str = r#"{
+  "targets": [
+    {"name": "by-header", "cluster": "a", "percent": 50, "sample_by": {"header": "x-user"},
+     "headers": {"remove": ["cookie"], "set": {"x-env": "staging"}, "redact": ["authorization"]},
+     "max_body_bytes": 64},
+    {"name": "by-cookie", "cluster": "b", "percent": 50, "sample_by": {"cookie": "uid"},
+     "on_missing_key": "random", "match": {"path_prefix": "/api", "methods": ["GET", "POST"]},
+     "max_body_bytes": 0, "authority": "mirror.internal"},
+    {"name": "by-query", "cluster": "c", "percent": 99.5, "sample_by": {"query": "sid"},
+     "match": {"headers": {"x-env": "prod", "x-flag": true}}, "host_suffix": "",
+     "max_in_flight": 2, "max_rps": 3},
+    {"name": "random", "cluster": "d", "percent": 100, "sample_by": {"random": true},
+     "match": {"path_exact": "/"}, "max_body_bytes": 16777216}
+  ]
+}"#;
+
+fn plan() -> &'static Plan {
+    static PLAN_CELL: OnceLock<Plan> = OnceLock::new();
+    PLAN_CELL.get_or_init(|| parse(PLAN.as_bytes()).expect("the fuzz plan is valid"))
+}
+
+// Input layout: fields separated by 0xFF. The first field seeds the random source;
+// then name/value pairs of headers up to an empty field; the rest are body chunks.
+fuzz_target!(|data: &[u8]| {
+    let mut fields = data.split(|&b| b == 0xFF);
+    let seed = fields.next().unwrap_or_default();
+    let mut rng = Rng::new(
+        seed.iter()
+            .fold(7u64, |a, &b| a.wrapping_mul(31).wrapping_add(u64::from(b))),
+    );
+    let mut headers = Vec::new();
+    while let Some(name) = fields.next() {
+        if name.is_empty() {
+            break;
+        }
+        let value = fields.next().unwrap_or_default();
+        headers.push((
+            String::from_utf8_lossy(name).to_ascii_lowercase(),
+            value.to_vec(),
+        ));
+    }
+    let mut request = HeaderList { headers };
+    let plan = plan();
+    let mut tally = Tally::default();
+    let mut body_len = 0usize;
+    let copies = match begin(plan, &mut request, &mut rng, &mut tally) {
+        None => Vec::new(),
+        Some(mut capture) => {
+            for chunk in fields {
+                body_len += chunk.len();
+                capture.add_body(chunk, &mut tally);
+            }
+            capture.finish()
+        }
+    };
+    let mut outbox = Outbox::new(plan);
+    for copy in &copies {
+        let target = &plan.targets[copy.target];
+        assert!(copy.body.len() <= target.max_body_bytes);
+        assert_eq!(
+            copy.body.len(),
+            body_len,
+            "a copy's body is never truncated"
+        );
+        let loops: Vec<_> = copy
+            .headers
+            .iter()
+            .filter(|(n, _)| n == &plan.loop_header)
+            .collect();
+        assert_eq!(loops.len(), 1);
+        assert_eq!(loops[0].1, target.name.as_bytes());
+        for name in &target.header_ops.remove {
+            assert!(!copy
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name)));
+        }
+        outbox.offer(copy.clone(), || 0, &mut tally);
+    }
+    for (index, _) in plan.targets.iter().enumerate() {
+        let sampled = tally.get(index, Counter::Sampled);
+        let copied = copies.iter().filter(|c| c.target == index).count() as u64;
+        assert_eq!(
+            sampled,
+            copied + tally.get(index, Counter::SkippedBodyTooLarge)
+        );
+        assert!(tally.get(index, Counter::Sampled) <= tally.get(index, Counter::Requests));
+    }
+});
