@@ -1,0 +1,401 @@
+#!/usr/bin/env python3
+"""Benchmark: Envoy's CPU time per request with traffic-mirror, side by side with no
+filter, an empty proxy-wasm filter and Envoy's native request mirroring.
+
+Envoy runs with one worker pinned to CPU 0; wrk and the upstreams run on CPU 1; all on
+loopback. Each configuration is run REPEAT times, interleaved, and reported as the
+median with min-max. Run through scripts/bench.sh, which builds everything first.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVOY = os.environ.get("ENVOY_BIN", str(ROOT / ".venv/bin/envoy"))
+MODULE = ROOT / "target/wasm32-wasip1/release/traffic_mirror.wasm"
+NOOP = ROOT / "benches/noop/target/wasm32-wasip1/release/noop_filter.wasm"
+UPSTREAM = ROOT / "target/release/examples/upstream"
+DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
+REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+RSS_REQUESTS = int(os.environ.get("BENCH_RSS_REQUESTS", "100000"))
+ENVOY_CPU, LOAD_CPU = "0", "1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BODY_BYTES = 16 * 1024
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, cond, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def http_get(url):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+class Upstream:
+    def __init__(self, name, *flags):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", LOAD_CPU, str(UPSTREAM), "--port", str(self.port),
+             "--name", name, "--quiet", *flags],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up():
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        wait_until(f"upstream {name}", up)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def plugin_filter(module, config):
+    conf = ""
+    if config is not None:
+        conf = f"""
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {json.dumps(json.dumps(config))}"""
+    return f"""
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: bench
+                root_id: bench
+                fail_open: true
+                vm_config:
+                  vm_id: bench
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: {module} }} }}{conf}"""
+
+
+def envoy_yaml(primary, mirror, filters="", mirror_policy=""):
+    return f"""
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route:
+                  cluster: primary{mirror_policy}
+          http_filters:{filters}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: primary
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: primary
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {primary} }} }} }} }}] }}]
+  - name: mirror
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: mirror
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {mirror} }} }} }} }}] }}]
+"""
+
+
+NATIVE_MIRROR = """
+                  request_mirror_policies:
+                  - cluster: mirror
+                    runtime_fraction: { default_value: { numerator: 100, denominator: HUNDRED } }"""
+
+
+def mirror_config(percent, **extra):
+    target = {"name": "bench", "cluster": "mirror", "percent": percent}
+    target.update(extra)
+    return {"targets": [target]}
+
+
+class Envoy:
+    def __init__(self, yaml_text, workdir):
+        self.dir = Path(tempfile.mkdtemp(dir=workdir))
+        (self.dir / "envoy.yaml").write_text(yaml_text)
+        self.log = open(self.dir / "envoy.log", "w")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", ENVOY_CPU, ENVOY, "-c", str(self.dir / "envoy.yaml"),
+             "--concurrency", "1", "--use-dynamic-base-id", "-l", "warning",
+             "--admin-address-path", str(self.dir / "admin")],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_until("envoy admin", lambda: (self.dir / "admin").read_text().strip() != "")
+            self.admin = "http://" + (self.dir / "admin").read_text().strip()
+            wait_until("envoy ready", lambda: http_get(self.admin + "/ready").strip() == "LIVE")
+            listeners = json.loads(http_get(self.admin + "/listeners?format=json"))
+            sock = listeners["listener_statuses"][0]["local_address"]["socket_address"]
+            self.port = sock["port_value"]
+        except Exception:
+            self.stop()
+            sys.stderr.write((self.dir / "envoy.log").read_text())
+            raise
+
+    def cpu_seconds(self):
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_kib(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stats(self):
+        out = {}
+        for line in http_get(self.admin + "/stats?filter=wasmcustom").splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                out[name] = int(value)
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def wrk_script(workdir, post, stop_after=None):
+    lua = []
+    if post:
+        lua.append('wrk.method = "POST"')
+        lua.append(f'wrk.body = string.rep("x", {BODY_BYTES})')
+        lua.append('wrk.headers["Content-Type"] = "application/octet-stream"')
+    if stop_after:
+        lua.append("local n = 0")
+        lua.append("function response(status, headers, body)")
+        lua.append(f"  n = n + 1; if n >= {stop_after} then wrk.thread:stop() end")
+        lua.append("end")
+    path = Path(workdir) / ("post.lua" if post else "get.lua")
+    if stop_after:
+        path = path.with_name(f"stop{stop_after}-{path.name}")
+    path.write_text("\n".join(lua) + "\n")
+    return path
+
+
+def parse_duration_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(port, script, seconds, connections=CONNECTIONS):
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+         "--latency", "-s", str(script), f"http://127.0.0.1:{port}/bench/item?id=1"],
+        capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = parse_duration_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = parse_duration_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if errors or socket_errors:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    return {"requests": requests, "rps": rps, "p50_ms": p50, "p99_ms": p99}
+
+
+def measure(envoy, script, seconds=DURATION):
+    run_wrk(envoy.port, script, 1)  # warm-up: connections, JIT, pools
+    before = envoy.cpu_seconds()
+    result = run_wrk(envoy.port, script, seconds)
+    result["cpu_us_per_request"] = (envoy.cpu_seconds() - before) * 1e6 / result["requests"]
+    return result
+
+
+def summary(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def main():
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} is missing; run scripts/setup.sh")
+    if os.cpu_count() < 2:
+        sys.exit("bench: needs 2 CPUs (Envoy on one, load and upstreams on the other)")
+    out_dir = ROOT / "bench-results"
+    out_dir.mkdir(exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="bench-")
+    get_lua, post_lua = wrk_script(workdir, False), wrk_script(workdir, True)
+
+    primary = Upstream("primary")
+    mirror = Upstream("mirror")
+    slow = Upstream("slow-mirror", "--delay-ms", "1500")
+    blackhole = Upstream("blackhole", "--never-answer")
+    upstreams = [primary, mirror, slow, blackhole]
+
+    def yaml(filters="", policy="", mirror_port=None):
+        return envoy_yaml(primary.port, mirror_port or mirror.port, filters, policy)
+
+    ours = lambda cfg: plugin_filter(MODULE, cfg)
+    configs = [
+        ("none", "1. no wasm filter", yaml(), get_lua),
+        ("noop", "2. empty proxy-wasm filter", yaml(plugin_filter(NOOP, None)), get_lua),
+        ("mirror_0", "3. traffic-mirror, 0 % sampled", yaml(ours(mirror_config(0))), get_lua),
+        ("mirror_1", "4. traffic-mirror, 1 % sampled", yaml(ours(mirror_config(1))), get_lua),
+        ("mirror_100_get", "5. traffic-mirror, 100 %, GET", yaml(ours(mirror_config(100))), get_lua),
+        ("mirror_100_post", "6. traffic-mirror, 100 %, POST 16 KiB", yaml(ours(mirror_config(100))), post_lua),
+        ("native_get", "7. native request_mirror_policies, 100 %, GET", yaml(policy=NATIVE_MIRROR), get_lua),
+        ("native_post", "7. native request_mirror_policies, 100 %, POST 16 KiB", yaml(policy=NATIVE_MIRROR), post_lua),
+    ]
+    runs = {key: [] for key, *_ in configs}
+    try:
+        for rep in range(REPEAT):
+            for key, label, text, script in configs:
+                log(f"run {rep + 1}/{REPEAT}: {label}")
+                envoy = Envoy(text, workdir)
+                try:
+                    runs[key].append(measure(envoy, script))
+                    if key.startswith("mirror_100"):
+                        stats = envoy.stats()
+                        assert stats.get("wasmcustom.traffic_mirror.bench.dispatched", 0) > 0, stats
+                finally:
+                    envoy.stop()
+
+        # Slow mirror vs healthy mirror, same load, side by side.
+        latency = {"healthy": [], "slow": []}
+        for rep in range(REPEAT):
+            for key, port in (("healthy", mirror.port), ("slow", slow.port)):
+                log(f"run {rep + 1}/{REPEAT}: p99 with a {key} mirror")
+                envoy = Envoy(yaml(ours(mirror_config(100)), mirror_port=port), workdir)
+                try:
+                    latency[key].append(measure(envoy, get_lua))
+                finally:
+                    envoy.stop()
+
+        # RSS under a mirror that never answers.
+        log(f"RSS: {RSS_REQUESTS} requests against a mirror that never answers")
+        cfg = mirror_config(100, timeout_ms=60000)
+        envoy = Envoy(yaml(ours(cfg), mirror_port=blackhole.port), workdir)
+        try:
+            run_wrk(envoy.port, get_lua, 1)
+            rss_before = envoy.rss_kib()
+            stop_lua = wrk_script(workdir, False, stop_after=RSS_REQUESTS)
+            sent = run_wrk(envoy.port, stop_lua, 120)["requests"]
+            rss_after = envoy.rss_kib()
+            stats = envoy.stats()
+        finally:
+            envoy.stop()
+    finally:
+        for u in upstreams:
+            u.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def med(key, field):
+        return statistics.median(r[field] for r in runs[key])
+
+    result = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.strip(),
+        "duration_s": DURATION, "repeat": REPEAT, "connections": CONNECTIONS,
+        "module_bytes": MODULE.stat().st_size,
+        "configs": {},
+    }
+    for key, label, *_ in configs:
+        result["configs"][key] = {
+            "label": label,
+            **{f: summary([r[f] for r in runs[key]])
+               for f in ("cpu_us_per_request", "rps", "p50_ms", "p99_ms")},
+        }
+    cpu = lambda key: med(key, "cpu_us_per_request")
+    result["ratios"] = {
+        "mirror_0_vs_noop": cpu("mirror_0") / cpu("noop"),
+        "noop_vs_none": cpu("noop") / cpu("none"),
+        "mirror_100_get_vs_native_get": cpu("mirror_100_get") / cpu("native_get"),
+        "mirror_100_post_vs_native_post": cpu("mirror_100_post") / cpu("native_post"),
+    }
+    result["slow_mirror"] = {
+        "healthy_p99_ms": summary([r["p99_ms"] for r in latency["healthy"]]),
+        "slow_p99_ms": summary([r["p99_ms"] for r in latency["slow"]]),
+    }
+    result["slow_mirror"]["ratio"] = (result["slow_mirror"]["slow_p99_ms"]["median"]
+                                      / result["slow_mirror"]["healthy_p99_ms"]["median"])
+    result["stalled_mirror_rss"] = {
+        "requests": sent, "rss_before_kib": rss_before, "rss_after_kib": rss_after,
+        "dispatched": stats.get("wasmcustom.traffic_mirror.bench.dispatched", 0),
+        "skipped_in_flight": stats.get("wasmcustom.traffic_mirror.bench.skipped_in_flight", 0),
+        "in_flight": stats.get("wasmcustom.traffic_mirror.bench.in_flight", 0),
+    }
+
+    (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    def fmt(s, digits=1):
+        return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
+    base = {k: cpu(k) for k in ("none", "noop")}
+    print(f"Envoy {result['envoy'].split('/')[1] if '/' in result['envoy'] else result['envoy']}, "
+          f"1 worker on CPU {ENVOY_CPU}; wrk -t1 -c{CONNECTIONS} -d{DURATION}s on CPU {LOAD_CPU}; "
+          f"median (min–max) of {REPEAT} runs\n")
+    print("| configuration | Envoy CPU µs/request | × no filter | × empty wasm | × native | requests/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key, label, *_ in configs:
+        c = result["configs"][key]
+        native = {"mirror_100_get": "native_get", "mirror_100_post": "native_post"}.get(key)
+        vs_native = f"{cpu(key) / cpu(native):.2f}" if native else ""
+        print(f"| {label} | {fmt(c['cpu_us_per_request'])} | {cpu(key) / base['none']:.2f} | "
+              f"{cpu(key) / base['noop']:.2f} | {vs_native} | {fmt(c['rps'], 0)} | "
+              f"{fmt(c['p50_ms'], 2)} | {fmt(c['p99_ms'], 2)} |")
+    sm = result["slow_mirror"]
+    print(f"\nclient p99, 100 % mirrored GET: healthy mirror {fmt(sm['healthy_p99_ms'], 2)} ms, "
+          f"mirror answering after 1.5 s {fmt(sm['slow_p99_ms'], 2)} ms (×{sm['ratio']:.2f})")
+    rs = result["stalled_mirror_rss"]
+    print(f"Envoy RSS, {rs['requests']} requests, mirror never answers (max_in_flight 1000, timeout 60 s): "
+          f"{rs['rss_before_kib'] / 1024:.1f} MiB before, {rs['rss_after_kib'] / 1024:.1f} MiB after "
+          f"(dispatched {rs['dispatched']}, skipped_in_flight {rs['skipped_in_flight']}, in flight {rs['in_flight']})")
+    print(f"module size: {result['module_bytes']} bytes ({result['module_bytes'] / 1000:.0f} KB)")
+    print(f"\nJSON: {out_dir / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    main()

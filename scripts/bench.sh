@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): Envoy CPU per request, requests/s and client latency with
+# traffic-mirror, side by side with no filter, an empty wasm filter and Envoy's native
+# mirroring; p99 under a slow mirror; RSS under a mirror that never answers; module
+# size. Prints a markdown table and writes bench-results/latest.json.
+#   BENCH_SECONDS=5 BENCH_REPEAT=3 BENCH_CONNECTIONS=16 scripts/bench.sh
+# Bounded: about (8 + 2) x REPEAT x (SECONDS + 3) s plus the RSS run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+bash scripts/setup.sh
+cargo build --quiet --target wasm32-wasip1 --release
+(cd benches/noop && cargo build --quiet --target wasm32-wasip1 --release)
+cargo build --quiet --release --example upstream
+exec python3 scripts/bench.py
