@@ -292,7 +292,7 @@ fn parse_sample_key(path: &str, value: &Value) -> Result<SampleKey> {
             )
         }
     };
-    let p = format!("{path}.{kind}");
+    let p = member(path, kind);
     match kind.as_str() {
         "header" => Ok(SampleKey::Header(header_name(&p, inner)?)),
         "cookie" => Ok(SampleKey::Cookie(non_empty_token(&p, inner)?)),
@@ -336,7 +336,7 @@ fn parse_match(path: &str, value: &Value) -> Result<Match> {
     }
     if let Some((p, v)) = fields.optional("headers") {
         for (name, condition) in object(&p, v)? {
-            let hp = format!("{p}.{name}");
+            let hp = member(&p, name);
             let lower = checked_header_name(&hp, name)?;
             let condition = match condition {
                 Value::Bool(true) => HeaderCondition::Present,
@@ -385,7 +385,7 @@ fn parse_header_ops(path: &str, value: &Value) -> Result<HeaderOps> {
     }
     if let Some((p, v)) = fields.optional("set") {
         for (name, item) in object(&p, v)? {
-            let ip = format!("{p}.{name}");
+            let ip = member(&p, name);
             let lower = checked_header_name(&ip, name)?;
             note(&ip, &lower)?;
             let value = string(&ip, item)?;
@@ -444,11 +444,7 @@ impl<'a> Fields<'a> {
         match self.map.keys().find(|k| !self.taken.contains(&k.as_str())) {
             None => Ok(()),
             Some(unknown) => {
-                let path = if self.prefix.is_empty() {
-                    unknown.clone()
-                } else {
-                    format!("{}{unknown}", self.prefix)
-                };
+                let path = format!("{}{}", self.prefix, unknown.escape_debug());
                 error(
                     &path,
                     format!("unknown field (expected one of: {})", self.taken.join(", ")),
@@ -456,6 +452,12 @@ impl<'a> Fields<'a> {
             }
         }
     }
+}
+
+/// The path of an object member whose name comes from the input: escaped, so that an
+/// error stays one printable line whatever the name holds.
+fn member(path: &str, name: &str) -> String {
+    format!("{path}.{}", name.escape_debug())
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -760,6 +762,8 @@ mod tests {
             (target(r#", "headers": {"remove": ["cookie"], "redact": ["Cookie"]}"#), "targets[0].headers.redact[0]: header \"cookie\" is already named at targets[0].headers.remove[0]"),
             (target(r#", "headers": {"set": {"x-a": "1"}, "redact": ["x-a"]}"#), "targets[0].headers.redact[0]: header \"x-a\" is already named at targets[0].headers.set.x-a"),
             (target(r#", "headers": {"set": {"x-a": "a\nb"}}"#), "targets[0].headers.set.x-a: value must not contain control characters"),
+            (target(r#", "co\nlour": 1"#), "targets[0].co\\nlour: unknown field (expected one of: name, cluster, percent, sample_by, on_missing_key, salt, match, authority, host_suffix, headers, max_body_bytes, timeout_ms, max_rps, max_in_flight)"),
+            (target(r#", "headers": {"set": {"x\u0001": "1"}}"#), "targets[0].headers.set.x\\u{1}: not a valid header name: \"x\\u{1}\""),
             (target(r#", "headers": {"drop": []}"#), "targets[0].headers.drop: unknown field (expected one of: remove, set, redact)"),
             (target(r#", "max_body_bytes": 16777217"#), "targets[0].max_body_bytes: must be between 0 and 16777216, got 16777217"),
             (target(r#", "max_body_bytes": -1"#), "targets[0].max_body_bytes: must be between 0 and 16777216, got -1"),
