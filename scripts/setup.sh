@@ -50,4 +50,27 @@ if ! command -v node >/dev/null; then
   log "installing nodejs (runs the wasm32 unit tests)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
 fi
+
+# Deployment checks (tests/deploy/): skopeo and Debian's docker-registry for the OCI image
+# round trip, jsonschema and PyYAML in the venv for the manifest checks.
+need_debs=()
+command -v skopeo >/dev/null || need_debs+=(skopeo)
+command -v docker-registry >/dev/null || need_debs+=(docker-registry)
+if [ ${#need_debs[@]} -gt 0 ]; then
+  log "installing ${need_debs[*]} (Debian packages, for the OCI image test)"
+  # The test starts its own registry on a free loopback port; keep the package's own
+  # service (all interfaces, :5000) from being started by the install.
+  no_start=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && no_start=1
+  fi
+  rc=0
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_debs[@]}" >/dev/null; } || rc=$?
+  [ -z "$no_start" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$rc" = 0 ] || { log "installing ${need_debs[*]} failed"; exit "$rc"; }
+fi
+if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(not (m.version("jsonschema") == "4.26.0" and m.version("PyYAML") == "6.0.3"))' 2>/dev/null; then
+  log "installing jsonschema and PyYAML into .venv (manifest checks)"
+  .venv/bin/pip install --quiet --disable-pip-version-check jsonschema==4.26.0 pyyaml==6.0.3
+fi
 log "ready"

@@ -37,6 +37,16 @@ ls -l target/wasm32-wasip1/release/traffic_mirror.wasm
 
 step "shipped Envoy config passes envoy --mode validate"
 "$ENVOY_BIN" --mode validate -c envoy/envoy.yaml -l error
+"$ENVOY_BIN" --mode validate -c envoy/sidecar.yaml -l error
+
+step "deployment manifests: every Envoy config (compose paths mapped), Istio WasmPlugins (CRD schema + CEL, pluginConfig in the module), docker-compose (compose-spec)"
+.venv/bin/python tests/deploy/check_manifests.py
+
+step "shipped Envoy configs in a real Envoy: traffic_mirror_<name>{target=...} on /stats/prometheus"
+.venv/bin/python tests/deploy/prometheus_stats.py
+
+step "OCI image: scripts/package-oci.sh -> skopeo -> local registry -> pull, byte for byte"
+bash tests/deploy/oci_roundtrip.sh
 
 step "end-to-end tests (real Envoy $("$ENVOY_BIN" --version | grep -o '[0-9.]*/Clean' | cut -d/ -f1))"
 cargo test --test '*'

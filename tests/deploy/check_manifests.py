@@ -1,0 +1,589 @@
+#!/usr/bin/env python3
+"""Checks every deployment artifact the project ships against the real validator of its
+surface, and checks that each check can fail (a deliberately broken copy must be refused).
+
+- Envoy configs (every envoy/**/*.yaml with static_resources): `envoy --mode validate`
+  with the built module (container paths of the compose testbed mapped to the repo),
+  fail_open on every wasm filter, the configuration inline, the `target` stats tag.
+- Istio WasmPlugins (envoy/istio/*.yaml): the CRD's openAPIV3Schema from
+  ../shared/schemas/istio-wasmplugin-crd.yaml as JSON Schema (unknown fields refused, as
+  kubectl's strict field validation does), its CEL rules evaluated by hand, the project's
+  choices (FAIL_OPEN, oci:// url, phase, Istio cluster names), and each pluginConfig
+  rendered as Istio renders it (Struct -> JSON StringValue) and loaded by the real module
+  in `envoy --mode validate`.
+- docker-compose (envoy/docker-compose.yaml): ../shared/schemas/compose-spec.json,
+  every bind-mounted file exists, the Envoy image is the version the tests run, and the
+  mounted Envoy config validates with the module at its mounted path.
+
+Run with the project's venv: .venv/bin/python tests/deploy/check_manifests.py
+"""
+
+import copy
+import glob
+import json
+import os
+import re
+import sys
+
+import jsonschema
+import yaml
+
+sys.dont_write_bytecode = True  # no __pycache__ in the work tree
+import envoylib as L  # noqa: E402
+from envoylib import fail
+
+SCHEMAS = os.environ.get("SCHEMAS_DIR") or os.path.join(L.REPO, "..", "shared", "schemas")
+CRD_PATH = os.path.join(SCHEMAS, "istio-wasmplugin-crd.yaml")
+COMPOSE_SCHEMA_PATH = os.path.join(SCHEMAS, "compose-spec.json")
+ISTIO_DIR = os.path.join(L.REPO, "envoy", "istio")
+COMPOSE_PATH = os.path.join(L.REPO, "envoy", "docker-compose.yaml")
+ISTIO_CLUSTER = re.compile(r"^outbound\|([0-9]{1,5})\|[A-Za-z0-9_.-]*\|([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+# ---------------------------------------------------------------------------------------
+# Envoy configs
+
+
+def shipped_envoy_configs():
+    paths = []
+    for path in sorted(glob.glob(os.path.join(L.REPO, "envoy", "**", "*.yaml"), recursive=True)):
+        try:
+            docs = L.load_yaml_all(path)
+        except yaml.YAMLError as exc:
+            fail(f"{os.path.relpath(path, L.REPO)} is not valid YAML: {exc}")
+        if len(docs) == 1 and isinstance(docs[0], dict) and "static_resources" in docs[0]:
+            paths.append(path)
+    return paths
+
+
+def envoy_config_policy_errors(cfg):
+    """What every shipped Envoy config must carry, beyond Envoy's own validation."""
+    errors = []
+    filters = L.wasm_filters(cfg)
+    if not filters:
+        errors.append("no envoy.filters.http.wasm filter")
+    for where, hf in filters:
+        conf = hf["typed_config"]["config"]
+        if conf.get("fail_open") is not True:
+            errors.append(f"{where}: fail_open is not true")
+        if conf.get("vm_config", {}).get("runtime") != "envoy.wasm.runtime.v8":
+            errors.append(f"{where}: runtime is not envoy.wasm.runtime.v8")
+        try:
+            pc = L.plugin_config_json(hf)
+        except (KeyError, ValueError) as exc:
+            errors.append(f"{where}: plugin configuration is not inline JSON: {exc}")
+            continue
+        clusters = {c["name"] for c in cfg["static_resources"].get("clusters", [])}
+        for t in pc.get("targets", []):
+            if t.get("cluster") not in clusters:
+                errors.append(f"{where}: target {t.get('name')} mirrors to cluster {t.get('cluster')!r}, which the config does not define")
+    tags = cfg.get("stats_config", {}).get("stats_tags", [])
+    if L.TARGET_TAG not in tags:
+        errors.append(f"stats_config.stats_tags lacks {L.TARGET_TAG}")
+    return errors
+
+
+def check_envoy_configs():
+    L.require_module()
+    paths = shipped_envoy_configs()
+    names = [os.path.relpath(p, L.REPO) for p in paths]
+    for must in ("envoy/envoy.yaml", "envoy/sidecar.yaml", "envoy/compose/envoy.yaml"):
+        if must not in names:
+            fail(f"{must} is missing (found {names})")
+    compose = L.load_yaml(COMPOSE_PATH)
+    mounts = L.compose_mounts(compose, os.path.dirname(COMPOSE_PATH))
+    for path, name in zip(paths, names):
+        cfg = L.load_yaml(path)
+        errors = envoy_config_policy_errors(cfg)
+        if errors:
+            fail(f"{name}: " + "; ".join(errors))
+        # The compose testbed's config names the module by its path in the container.
+        if name == "envoy/compose/envoy.yaml":
+            cfg = L.map_module_paths(cfg, mounts)
+        ok, out = L.validate(cfg)
+        if not ok:
+            fail(f"{name}: envoy --mode validate failed:\n{out}")
+        print(f"     {name}: envoy --mode validate OK")
+
+
+def check_envoy_validation_can_fail():
+    """A shipped config with a bad plugin configuration, or without fail_open, is refused."""
+    cfg = L.load_yaml(os.path.join(L.REPO, "envoy", "envoy.yaml"))
+    bad = copy.deepcopy(cfg)
+    _, hf = L.wasm_filters(bad)[0]
+    pc = L.plugin_config_json(hf)
+    pc["targets"][0]["percent"] = 150
+    hf["typed_config"]["config"]["configuration"]["value"] = json.dumps(pc)
+    ok, out = L.validate(bad)
+    if ok or f"{L.INVALID_CONFIG_LINE} targets[0].percent" not in out:
+        fail(f"envoy --mode validate accepted percent 150 (ok={ok}):\n{out}")
+    no_fail_open = copy.deepcopy(cfg)
+    L.wasm_filters(no_fail_open)[0][1]["typed_config"]["config"].pop("fail_open")
+    if not any("fail_open" in e for e in envoy_config_policy_errors(no_fail_open)):
+        fail("a config without fail_open passed the policy check")
+    no_tag = copy.deepcopy(cfg)
+    no_tag.pop("stats_config")
+    if not any("stats_tags" in e for e in envoy_config_policy_errors(no_tag)):
+        fail("a config without the target stats tag passed the policy check")
+    unmapped = L.load_yaml(os.path.join(L.REPO, "envoy", "compose", "envoy.yaml"))
+    ok, out = L.validate(unmapped)
+    if ok:
+        fail("the compose Envoy config validated without its module mounted (paths not mapped)")
+
+
+# ---------------------------------------------------------------------------------------
+# Istio WasmPlugin: the CRD's structural schema as JSON Schema, plus its CEL rules
+
+
+def crd_version_schema():
+    crd = L.load_yaml(CRD_PATH)
+    if crd.get("kind") != "CustomResourceDefinition" or crd["spec"]["names"]["kind"] != "WasmPlugin":
+        fail(f"{CRD_PATH} is not the WasmPlugin CRD")
+    group = crd["spec"]["group"]
+    versions = {v["name"]: v for v in crd["spec"]["versions"] if v.get("served")}
+    if "v1alpha1" not in versions:
+        fail(f"the CRD serves no v1alpha1 (serves {sorted(versions)})")
+    return group, versions["v1alpha1"]["schema"]["openAPIV3Schema"]
+
+
+def to_json_schema(node):
+    """Kubernetes structural schema -> JSON Schema. Unknown fields are refused (kubectl
+    --validate=strict, the default, refuses them; the API server would drop them)."""
+    if isinstance(node, list):
+        return [to_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: to_json_schema(v) for k, v in node.items() if k != "description"}
+    if "properties" in node and "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    if node.get("nullable") and "type" in node:
+        out["type"] = [node["type"], "null"]
+    if node.get("format") == "int32":
+        out.setdefault("minimum", -(2**31))
+        out.setdefault("maximum", 2**31 - 1)
+    if node.get("format") == "int64":
+        out.setdefault("minimum", -(2**63))
+        out.setdefault("maximum", 2**63 - 1)
+    return out
+
+
+def full_object_schema(group, version_schema):
+    schema = to_json_schema(version_schema)
+    schema["properties"]["apiVersion"] = {"const": f"{group}/v1alpha1"}
+    schema["properties"]["kind"] = {"const": "WasmPlugin"}
+    schema["properties"]["metadata"] = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "maxLength": 253, "pattern": DNS_SUBDOMAIN.pattern},
+            "namespace": {"type": "string", "maxLength": 63, "pattern": DNS_LABEL.pattern},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+        "additionalProperties": False,
+    }
+    schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"})
+    return schema
+
+
+def cel_is_url(s):
+    """k8s CEL isURL()/url().getScheme(): Go's url.ParseRequestURI accepts an absolute URI
+    (scheme:..., with a numeric port if any) or an absolute path. Returns (ok, scheme)."""
+    if not isinstance(s, str) or " " in s or any(ord(c) < 0x20 or c == "\x7f" for c in s):
+        return False, ""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", s)
+    if m:
+        rest = m.group(2)
+        if rest.startswith("//"):
+            hostport = re.split(r"[/?#]", rest[2:], maxsplit=1)[0].rsplit("@", 1)[-1]
+            if not hostport.startswith("[") and ":" in hostport:
+                port = hostport.rsplit(":", 1)[1]
+                if port and not port.isdigit():
+                    return False, ""
+        return True, m.group(1).lower()
+    return (True, "") if s.startswith("/") else (False, "")
+
+
+def cel_url_rule(s):
+    schemes = ["", "http", "https", "oci", "file"]
+    ok, scheme = cel_is_url(s)
+    if ok:
+        return scheme in schemes
+    ok, scheme = cel_is_url("http://" + s)
+    return ok and scheme in schemes
+
+
+# Each CEL rule of the CRD, by its text (whitespace collapsed), evaluated in Python. A rule
+# the CRD gains that is not here fails the check instead of being skipped.
+CEL_RULES = {
+    '!self.contains("*")': lambda s: "*" not in s,
+    'self.all(key, !key.contains("*"))': lambda s: all("*" not in k for k in s),
+    "self.all(key, key.size() != 0)": lambda s: all(len(k) != 0 for k in s),
+    "self.size() == 0": lambda s: len(s) == 0,
+    'isURL(self) ? (url(self).getScheme() in ["", "http", "https", "oci", "file"]) : (isURL("http://" + self) && url("http://" + self).getScheme() in ["", "http", "https", "oci", "file"])': cel_url_rule,
+    '(has(self.valueFrom) ? self.valueFrom : "") != "HOST" || !has(self.value)':
+        lambda s: s.get("valueFrom", "") != "HOST" or "value" not in s,
+    "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1":
+        lambda s: ("selector" in s) + ("targetRef" in s) + ("targetRefs" in s) <= 1,
+}
+
+
+def cel_errors(schema, value, path):
+    errors = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        text = " ".join(rule["rule"].split())
+        fn = CEL_RULES.get(text)
+        if fn is None:
+            errors.append(f"{path}: CEL rule not evaluated by this test (add it to CEL_RULES): {text}")
+        elif not fn(value):
+            errors.append(f"{path}: {rule.get('message', text)}")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for k, v in value.items():
+            if k in props:
+                errors += cel_errors(props[k], v, f"{path}.{k}")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                errors += cel_errors(schema["additionalProperties"], v, f"{path}[{k}]")
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, v in enumerate(value):
+            errors += cel_errors(schema["items"], v, f"{path}[{i}]")
+        # x-kubernetes-list-type: map - the keys identify items, so they must be unique.
+        if schema.get("x-kubernetes-list-type") in ("map", "set"):
+            keys = schema.get("x-kubernetes-list-map-keys")
+            seen = set()
+            for v in value:
+                k = json.dumps([v.get(x) for x in keys] if keys else v, sort_keys=True)
+                if k in seen:
+                    errors.append(f"{path}: duplicate entries for {keys or 'set item'}: {k}")
+                seen.add(k)
+    return errors
+
+
+def project_errors(doc):
+    """This project's choices for its WasmPlugins (the README explains each)."""
+    spec = doc.get("spec", {})
+    errors = []
+    if spec.get("failStrategy") != "FAIL_OPEN":
+        errors.append("spec.failStrategy must be FAIL_OPEN")
+    if not str(spec.get("url", "")).startswith("oci://"):
+        errors.append("spec.url must be an oci:// image")
+    if spec.get("imagePullPolicy") not in ("IfNotPresent", "Always"):
+        errors.append("spec.imagePullPolicy must be chosen (IfNotPresent or Always)")
+    if spec.get("phase") != "STATS":
+        errors.append("spec.phase must be STATS (after authorization)")
+    if not isinstance(spec.get("priority"), int):
+        errors.append("spec.priority must be set")
+    if spec.get("type", "HTTP") != "HTTP":
+        errors.append("spec.type must be HTTP")
+    if "selector" not in spec and "targetRefs" not in spec:
+        errors.append("spec must select workloads (selector or targetRefs)")
+    for i, ref in enumerate(spec.get("targetRefs", [])):
+        kinds = {("gateway.networking.k8s.io", "Gateway"), ("gateway.networking.k8s.io", "GatewayClass"),
+                 ("", "Service"), ("core", "Service"), ("networking.istio.io", "ServiceEntry")}
+        if (ref.get("group", ""), ref.get("kind")) not in kinds:
+            errors.append(f"spec.targetRefs[{i}]: Istio does not attach WasmPlugins to {ref.get('group', '')}/{ref.get('kind')}")
+    pc = spec.get("pluginConfig")
+    if not isinstance(pc, dict) or not pc:
+        errors.append("spec.pluginConfig must hold the filter's configuration (Istio sends none when empty)")
+        return errors
+    for i, t in enumerate(pc.get("targets", []) if isinstance(pc.get("targets"), list) else []):
+        m = ISTIO_CLUSTER.match(str(t.get("cluster", ""))) if isinstance(t, dict) else None
+        if not m or not (1 <= int(m.group(1)) <= 65535):
+            errors.append(f"spec.pluginConfig.targets[{i}].cluster: {t.get('cluster')!r} is not an Istio cluster name outbound|PORT||HOST")
+    return errors
+
+
+def wasmplugin_errors(doc, validator, version_schema):
+    errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+              for e in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))]
+    if not errors:  # CEL runs on values the schema has already accepted, as in the API server
+        errors += cel_errors(version_schema, doc, "")
+    return errors + project_errors(doc)
+
+
+def protojson(value):
+    """pluginConfig as Istio hands it to the plugin: a google.protobuf.Struct (every number a
+    double) marshalled to JSON, integral doubles written without a fraction."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        x = float(value)
+        if x.is_integer() and abs(x) < 1e21:
+            return str(int(x))
+        return repr(x)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ",".join(protojson(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(json.dumps(str(k)) + ":" + protojson(v) for k, v in value.items()) + "}"
+    raise TypeError(f"not representable in a Struct: {value!r}")
+
+
+def istio_envoy_config(doc):
+    """An Envoy config holding the plugin as istiod renders a WasmPlugin (wasm filter named
+    NAMESPACE.NAME, root_id = pluginName, v8, Istio's VM env, configuration = StringValue of
+    the Struct's JSON), with the module file in place of the OCI image, and a cluster for each
+    outbound|PORT||HOST the targets name."""
+    spec = doc["spec"]
+    meta = doc["metadata"]
+    env = {"ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION": "1"}
+    if spec.get("imagePullPolicy"):
+        env["ISTIO_META_WASM_IMAGE_PULL_POLICY"] = spec["imagePullPolicy"]
+    clusters = []
+    for t in spec["pluginConfig"].get("targets", []):
+        m = ISTIO_CLUSTER.match(str(t.get("cluster", "")))
+        if m and t["cluster"] not in [c["name"] for c in clusters]:
+            clusters.append({
+                "name": t["cluster"], "type": "STRICT_DNS", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": t["cluster"], "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": m.group(2), "port_value": int(m.group(1))}}}}]}]},
+            })
+    plugin = {
+        "name": f"{meta.get('namespace', 'default')}.{meta['name']}",
+        "root_id": spec.get("pluginName", ""),
+        "fail_open": spec.get("failStrategy") == "FAIL_OPEN",
+        "vm_config": {
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": L.MODULE}},
+            "environment_variables": {"key_values": env},
+        },
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                          "value": protojson(spec["pluginConfig"])},
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "virtualInbound",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "inbound",
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                            {"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+                        "http_filters": [
+                            {"name": L.WASM_FILTER, "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                "config": plugin}},
+                            {"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                        ],
+                    },
+                }]}],
+            }],
+            "clusters": clusters,
+        },
+    }
+
+
+def istio_documents():
+    docs = []
+    for path in sorted(glob.glob(os.path.join(ISTIO_DIR, "*.yaml"))):
+        for i, doc in enumerate(L.load_yaml_all(path)):
+            docs.append((f"{os.path.relpath(path, L.REPO)}#{i}", doc))
+    return docs
+
+
+def check_istio_wasmplugins():
+    L.require_module()
+    group, version_schema = crd_version_schema()
+    schema = full_object_schema(group, version_schema)
+    validator = jsonschema.Draft7Validator(schema)
+    docs = istio_documents()
+    unchecked = [w for w, d in docs if d.get("kind") != "WasmPlugin" and not w.startswith("envoy/istio/stats-patch.yaml#")]
+    if unchecked:
+        fail(f"no check covers {unchecked}: add one to tests/deploy/check_manifests.py")
+    plugins = [(where, d) for where, d in docs if d.get("kind") == "WasmPlugin"]
+    if not any("selector" in d.get("spec", {}) for _, d in plugins):
+        fail("no sidecar WasmPlugin (with spec.selector) in envoy/istio/")
+    if not any("targetRefs" in d.get("spec", {}) for _, d in plugins):
+        fail("no gateway WasmPlugin (with spec.targetRefs) in envoy/istio/")
+    for where, doc in plugins:
+        errors = wasmplugin_errors(doc, validator, version_schema)
+        if errors:
+            fail(f"{where}: " + "; ".join(errors))
+        ok, out = L.validate(istio_envoy_config(doc))
+        if not ok or L.INVALID_CONFIG_LINE in out:
+            fail(f"{where}: the module refuses its pluginConfig in envoy --mode validate:\n{out}")
+        print(f"     {where} ({doc['metadata']['name']}): CRD schema + CEL OK; pluginConfig loads in Envoy")
+
+
+def check_istio_validation_can_fail():
+    """Each broken copy of the sidecar manifest must be refused, for the reason given."""
+    group, version_schema = crd_version_schema()
+    validator = jsonschema.Draft7Validator(full_object_schema(group, version_schema))
+    base = next(d for w, d in istio_documents() if d.get("kind") == "WasmPlugin" and "selector" in d["spec"])
+
+    def cross_namespace_ref(spec):
+        del spec["selector"]
+        spec["targetRefs"] = [{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw", "namespace": "other"}]
+
+    def mutate(fn):
+        d = copy.deepcopy(base)
+        fn(d["spec"])
+        return d
+
+    cases = [
+        ("enum", "'FAIL_SOMETIMES' is not one of", mutate(lambda s: s.update(failStrategy="FAIL_SOMETIMES"))),
+        ("unknown field", "Additional properties", mutate(lambda s: s.update(pluginconfig={}))),
+        ("required", "'url' is a required property", mutate(lambda s: s.pop("url"))),
+        ("pattern", "'sha256:abc' does not match", mutate(lambda s: s.update(sha256="sha256:abc"))),
+        ("int32", "greater than the maximum of 2147483647", mutate(lambda s: s.update(priority=2**31))),
+        ("CEL one-of", "only one of targetRefs or selector", mutate(lambda s: s.update(
+            targetRefs=[{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}]))),
+        ("CEL url scheme", "url must have schema", mutate(lambda s: s.update(url="ftp://registry/x:1"))),
+        ("CEL label key", "wildcard not allowed in label key", mutate(lambda s: s["selector"]["matchLabels"].update({"app*": "x"}))),
+        ("CEL cross-namespace", "cross namespace", mutate(cross_namespace_ref)),
+        ("CEL env", "value may only be set", mutate(lambda s: s.update(vmConfig={"env": [{"name": "A", "valueFrom": "HOST", "value": "x"}]}))),
+        ("list-map keys", "duplicate entries", mutate(lambda s: s.update(match=[{"mode": "SERVER", "ports": [{"number": 80}, {"number": 80}]}]))),
+        ("project: fail open", "FAIL_OPEN", mutate(lambda s: s.update(failStrategy="FAIL_CLOSE"))),
+        ("project: Istio cluster name", "outbound|PORT||HOST", mutate(lambda s: s["pluginConfig"]["targets"][0].update(cluster="staging"))),
+    ]
+    for name, expect, doc in cases:
+        errors = wasmplugin_errors(doc, validator, version_schema)
+        if not any(expect in e for e in errors):
+            fail(f"broken manifest ({name}) was not refused for {expect!r}; errors: {errors}")
+    # And the module must refuse a pluginConfig that is wrong for the filter, though the
+    # CRD accepts any object there.
+    bad = mutate(lambda s: s["pluginConfig"]["targets"][0].update(percent=150))
+    if wasmplugin_errors(bad, validator, version_schema):
+        fail("the CRD schema was expected to accept any pluginConfig")
+    ok, out = L.validate(istio_envoy_config(bad))
+    if ok or f"{L.INVALID_CONFIG_LINE} targets[0].percent" not in out:
+        fail(f"envoy --mode validate accepted a pluginConfig with percent 150 (ok={ok}):\n{out}")
+    if protojson({"a": 5000, "b": 0.5, "c": [True, None, "x"]}) != '{"a":5000,"b":0.5,"c":[true,null,"x"]}':
+        fail("protojson rendering is off")
+
+
+def check_istio_stats_patch():
+    path = os.path.join(ISTIO_DIR, "stats-patch.yaml")
+    doc = L.load_yaml(path)
+    try:
+        annotation = doc["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"]
+    except (KeyError, TypeError):
+        fail(f"{path}: no spec.template.metadata.annotations['proxy.istio.io/config']")
+    proxy_config = yaml.safe_load(annotation)
+    matcher = proxy_config.get("proxyStatsMatcher", {})
+    stat = "wasmcustom.traffic_mirror.staging.requests"
+    if not (any(stat.startswith(p) for p in matcher.get("inclusionPrefixes", []))
+            or any(re.fullmatch(r, stat) for r in matcher.get("inclusionRegexps", []))):
+        fail(f"{path}: proxyStatsMatcher does not include {stat}")
+
+
+# ---------------------------------------------------------------------------------------
+# docker-compose testbed
+
+
+def compose_errors(compose, compose_dir, schema):
+    errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+              for e in jsonschema.Draft7Validator(schema).iter_errors(compose)]
+    if errors:
+        return errors
+    for name, svc in compose.get("services", {}).items():
+        for v in svc.get("volumes", []):
+            if isinstance(v, str):
+                src = v.split(":")[0]
+                if not src.startswith((".", "/", "~")):
+                    continue  # a named volume
+            elif v.get("type") == "bind":
+                src = v["source"]
+                if v.get("bind", {}).get("create_host_path") is not False:
+                    errors.append(f"services.{name}: bind mount {src} lacks create_host_path: false (compose would create a directory in place of a missing file)")
+            else:
+                continue
+            host = os.path.normpath(os.path.join(compose_dir, src))
+            if not os.path.isfile(host):
+                errors.append(f"services.{name}: mounted file {src} does not exist ({host})")
+        for p in svc.get("ports", []):
+            if not str(p).startswith("127.0.0.1:"):
+                errors.append(f"services.{name}: port {p} is not published on loopback only")
+    envoy = compose.get("services", {}).get("envoy", {})
+    want = f"envoyproxy/envoy:v{L.envoy_version()}"
+    if envoy.get("image") != want:
+        errors.append(f"services.envoy.image is {envoy.get('image')!r}, the tests run {want}")
+    return errors
+
+
+def check_compose():
+    L.require_module()
+    with open(COMPOSE_SCHEMA_PATH) as f:
+        schema = json.load(f)
+    compose = L.load_yaml(COMPOSE_PATH)
+    compose_dir = os.path.dirname(COMPOSE_PATH)
+    errors = compose_errors(compose, compose_dir, schema)
+    if errors:
+        fail("envoy/docker-compose.yaml: " + "; ".join(errors))
+    # The mounted Envoy config: its module path is mounted, its clusters are the upstream
+    # services on the port their command listens on, and it passes envoy --mode validate.
+    mounts = L.compose_mounts(compose, compose_dir)
+    if "/etc/envoy/envoy.yaml" not in mounts or envoy_cmd_config(compose) not in mounts:
+        fail("the envoy service does not mount the config its command loads")
+    cfg = L.load_yaml(mounts[envoy_cmd_config(compose)])
+    for cl in cfg["static_resources"]["clusters"]:
+        for ep in cl["load_assignment"]["endpoints"][0]["lb_endpoints"]:
+            sa = ep["endpoint"]["address"]["socket_address"]
+            svc = compose["services"].get(sa["address"])
+            if svc is None:
+                fail(f"cluster {cl['name']} points at {sa['address']}, which is no compose service")
+            cmd = svc.get("command", [])
+            if "--port" not in cmd or int(cmd[cmd.index("--port") + 1]) != sa["port_value"]:
+                fail(f"cluster {cl['name']} points at port {sa['port_value']}, service {sa['address']} listens elsewhere ({cmd})")
+    ok, out = L.validate(L.map_module_paths(cfg, mounts), cwd=compose_dir)
+    if not ok:
+        fail(f"the compose Envoy config fails envoy --mode validate with the paths mapped:\n{out}")
+
+
+def envoy_cmd_config(compose):
+    cmd = compose["services"]["envoy"].get("command", [])
+    return cmd[cmd.index("-c") + 1] if "-c" in cmd else "/etc/envoy/envoy.yaml"
+
+
+def check_compose_validation_can_fail():
+    with open(COMPOSE_SCHEMA_PATH) as f:
+        schema = json.load(f)
+    compose = L.load_yaml(COMPOSE_PATH)
+    compose_dir = os.path.dirname(COMPOSE_PATH)
+    cases = []
+    c = copy.deepcopy(compose)
+    c["servics"] = c.pop("services")
+    cases.append(("top-level typo", c, "does not match any of the regexes"))
+    c = copy.deepcopy(compose)
+    c["services"]["envoy"]["depends_on"] = "primary"
+    cases.append(("wrong type", c, "depends_on"))
+    c = copy.deepcopy(compose)
+    c["services"]["envoy"]["volumes"][1]["source"] = "../target/nope/traffic_mirror.wasm"
+    cases.append(("missing mounted file", c, "does not exist"))
+    c = copy.deepcopy(compose)
+    c["services"]["envoy"]["image"] = "envoyproxy/envoy:v1.30.0"
+    cases.append(("other Envoy version", c, "the tests run"))
+    for name, doc, expect in cases:
+        errors = compose_errors(doc, compose_dir, schema)
+        if not any(expect in e for e in errors):
+            fail(f"broken compose file ({name}) was not refused for {expect!r}; errors: {errors}")
+
+
+def main():
+    for path in (CRD_PATH, COMPOSE_SCHEMA_PATH):
+        if not os.path.isfile(path):
+            print(f"FAIL missing schema {path}", flush=True)
+            return 1
+    return L.run_checks([
+        ("every shipped Envoy config passes envoy --mode validate (fail_open, inline config, target stats tag)", check_envoy_configs),
+        ("... and that check refuses a bad plugin config, a missing fail_open, a missing stats tag, unmapped paths", check_envoy_validation_can_fail),
+        ("Istio WasmPlugins: CRD openAPIV3Schema + CEL + project rules; pluginConfig loads in the module", check_istio_wasmplugins),
+        ("... and those checks refuse each of 13 broken manifests and a pluginConfig the module rejects", check_istio_validation_can_fail),
+        ("Istio stats patch keeps wasmcustom.traffic_mirror.* (proxyStatsMatcher)", check_istio_stats_patch),
+        ("docker-compose: compose-spec schema, mounted files, Envoy version, mounted Envoy config validates", check_compose),
+        ("... and that check refuses a schema error, a missing mount, another Envoy version", check_compose_validation_can_fail),
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

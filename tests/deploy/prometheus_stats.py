@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Runs each shipped Envoy config in a real Envoy with the built module, on loopback with
+free ports (listeners and admin on port 0, every upstream cluster pointed at a recording
+upstream, envoy/compose/upstream.py), sends requests until one is mirrored, and checks:
+
+- the copy arrived at the mirror as the config says (loop header, redaction, removed
+  headers, authority), and every request reached the primary;
+- admin /stats/prometheus has the plugin's counters as traffic_mirror_<name> with a
+  `target` label (the stats_tags every shipped config carries): requests, sampled,
+  dispatched, responses_2xx agree with what the upstreams saw, and in_flight is a gauge
+  back at 0; no untagged traffic_mirror_<target>_<name> series is left;
+- admin /stats still lists the full names wasmcustom.traffic_mirror.<target>.<name>.
+
+And that the check can fail: the same config without its stats_config yields only the
+untagged series traffic_mirror_<target>_<name>, which the check refuses.
+
+Run with the project's venv: .venv/bin/python tests/deploy/prometheus_stats.py
+"""
+
+import copy
+import os
+import re
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the work tree
+import envoylib as L  # noqa: E402
+from envoylib import fail
+
+MAX_REQUESTS = 300
+SERIES = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
+
+
+def parse_prometheus(text):
+    series, types = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind
+        elif line and not line.startswith("#"):
+            m = SERIES.match(line)
+            if not m:
+                fail(f"unparseable /stats/prometheus line: {line!r}")
+            series[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return series, types
+
+
+def labelled_errors(text, target):
+    """What is wrong with /stats/prometheus for one target, as a list of messages."""
+    series, types = parse_prometheus(text)
+    errors = []
+    label = f'{{target="{target}"}}'
+    for name in ("requests", "sampled", "dispatched", "dispatch_failed", "skipped_loop",
+                 "skipped_missing_key", "skipped_body_too_large", "skipped_rate_limited",
+                 "skipped_in_flight", "responses_2xx", "responses_3xx", "responses_4xx",
+                 "responses_5xx", "responses_failed", "in_flight"):
+        key = f"traffic_mirror_{name}{label}"
+        if key not in series:
+            errors.append(f"no series {key}")
+        want_type = "gauge" if name == "in_flight" else "counter"
+        if types.get(f"traffic_mirror_{name}") != want_type:
+            errors.append(f"traffic_mirror_{name} is not typed {want_type} (got {types.get(f'traffic_mirror_{name}')})")
+    leftovers = [k for k in series if k.startswith(f"traffic_mirror_{target.replace('-', '_')}_")
+                 or "wasmcustom" in k or k.startswith("envoy_traffic_mirror")]
+    if leftovers:
+        errors.append(f"untagged plugin series left: {leftovers[:3]}")
+    return errors
+
+
+def expected_copy_errors(target_cfg, record, request_headers, listener_port):
+    errors = []
+    h = record.get("headers", {})
+    loop_header = "x-traffic-mirror"
+    if h.get(loop_header) != target_cfg["name"]:
+        errors.append(f"copy lacks {loop_header}: {target_cfg['name']} ({h})")
+    hdrs = target_cfg.get("headers", {})
+    for name in hdrs.get("redact", []):
+        if name in request_headers and h.get(name) != "[REDACTED]":
+            errors.append(f"{name} not redacted on the copy ({h.get(name)!r})")
+    for name in hdrs.get("remove", []):
+        if name in h:
+            errors.append(f"{name} not removed from the copy")
+    authority = target_cfg.get("authority")
+    if authority is None:
+        authority = f"127.0.0.1{target_cfg.get('host_suffix', '-shadow')}:{listener_port}"
+    if record.get("authority") != authority:
+        errors.append(f"copy's authority is {record.get('authority')!r}, expected {authority!r}")
+    return errors
+
+
+def exercise(name, cfg, primary_cluster, *, expect_tags=True):
+    """Starts cfg in Envoy (upstreams for the primary and each target's cluster), mirrors at
+    least one request, and returns /stats/prometheus. Fails on anything unexpected."""
+    (_, hf), = L.wasm_filters(cfg)
+    target = L.plugin_config_json(hf)["targets"][0]
+    upstreams = {primary_cluster: L.Upstream("primary"), target["cluster"]: L.Upstream("mirror")}
+    with upstreams[primary_cluster] as primary, upstreams[target["cluster"]] as mirror:
+        run_cfg = L.loopback_copy(cfg, {primary_cluster: primary.port, target["cluster"]: mirror.port})
+        with L.Envoy(run_cfg) as envoy:
+            try:
+                port = int(envoy.listener.rsplit(":", 1)[1])
+                prefix = target.get("match", {}).get("path_prefix", "/")
+                sample_header = target.get("sample_by", {}).get("header", "x-request-id")
+                sent = 0
+                request_headers = {}
+                while not mirror.records and sent < MAX_REQUESTS:
+                    sent += 1
+                    request_headers = {sample_header: f"user-{sent}", "authorization": "Bearer s3cr3t",
+                                       "cookie": "session=abc"}
+                    status, _ = L.http("GET", f"{envoy.listener}{prefix}items/{sent}", request_headers)
+                    if status != 200:
+                        fail(f"{name}: request {sent} got {status}")
+                # Copies leave from the root context's tick, a moment after their request.
+                if not mirror.records:
+                    L.poll(f"a mirrored copy after {sent} requests", lambda: mirror.records, timeout=3)
+                stat = f"wasmcustom.traffic_mirror.{target['name']}."
+
+                last = {}
+
+                def settled():
+                    s = dict(line.split(": ", 1) for line in envoy.stats(f"?filter=^{re.escape(stat)}").splitlines() if ": " in line)
+                    last.clear()
+                    last.update(s)
+                    n = {k[len(stat):]: int(v) for k, v in s.items()}
+                    done = (n.get("requests") == sent and n.get("in_flight") == 0
+                            and n.get("sampled") == n.get("dispatched") == n.get("responses_2xx") == len(mirror.records))
+                    return s if done else None
+
+                try:
+                    text_stats = L.poll("the plugin's counters to settle", settled, timeout=5)
+                except L.CheckFailed as exc:
+                    fail(f"{name}: {exc}; mirror received {len(mirror.records)} after {sent} requests; /stats: {last}")
+                garbled = [r["raw"] for r in primary.records + mirror.records if "raw" in r]
+                if garbled:
+                    fail(f"{name}: upstream log lines not JSON: {garbled[:2]}")
+                if len(primary.records) != sent:
+                    fail(f"{name}: the primary received {len(primary.records)} of {sent} requests")
+                errors = expected_copy_errors(target, mirror.records[0], request_headers, port)
+                if errors:
+                    fail(f"{name}: " + "; ".join(errors))
+                prom = envoy.stats("/prometheus")
+                if expect_tags:
+                    errors = labelled_errors(prom, target["name"])
+                    series, _ = parse_prometheus(prom)
+                    label = f'{{target="{target["name"]}"}}'
+                    got = {k: series.get(f"traffic_mirror_{k}{label}") for k in ("requests", "dispatched", "responses_2xx", "in_flight")}
+                    want = {"requests": sent, "dispatched": len(mirror.records), "responses_2xx": len(mirror.records), "in_flight": 0}
+                    if got != want:
+                        errors.append(f"series values {got}, expected {want} (from what the upstreams saw)")
+                    if text_stats.get(stat + "dispatched") != str(len(mirror.records)):
+                        errors.append(f"/stats has {stat}dispatched = {text_stats.get(stat + 'dispatched')}")
+                    if errors:
+                        fail(f"{name}: /stats/prometheus: " + "; ".join(errors))
+                series = "traffic_mirror_dispatched{target=\"%s\"}" % target["name"] if expect_tags \
+                    else "traffic_mirror_%s_dispatched" % target["name"].replace("-", "_")
+                print(f"     {name}: {sent} requests, {len(mirror.records)} mirrored; {series} {len(mirror.records)}")
+                return prom
+            except L.CheckFailed as exc:
+                log = envoy.log().splitlines()
+                raise L.CheckFailed(f"{exc}\n--- Envoy's log (last 60 lines of {len(log)}) ---\n"
+                                    + "\n".join(log[-60:])) from None
+
+
+def configs():
+    compose = L.load_yaml(os.path.join(L.REPO, "envoy", "docker-compose.yaml"))
+    mounts = L.compose_mounts(compose, os.path.join(L.REPO, "envoy"))
+    return [
+        ("envoy/envoy.yaml", L.load_yaml(os.path.join(L.REPO, "envoy", "envoy.yaml")), "primary"),
+        ("envoy/sidecar.yaml", L.load_yaml(os.path.join(L.REPO, "envoy", "sidecar.yaml")), "local_app"),
+        ("envoy/compose/envoy.yaml", L.map_module_paths(
+            L.load_yaml(os.path.join(L.REPO, "envoy", "compose", "envoy.yaml")), mounts), "primary"),
+    ]
+
+
+def check_shipped():
+    L.require_module()
+    for name, cfg, primary in configs():
+        exercise(name, cfg, primary)
+
+
+def check_can_fail():
+    name, cfg, primary = configs()[0]
+    untagged = copy.deepcopy(cfg)
+    untagged.pop("stats_config")
+    prom = exercise(f"{name} without stats_config", untagged, primary, expect_tags=False)
+    errors = labelled_errors(prom, "staging")
+    if not any("no series traffic_mirror_requests{target=\"staging\"}" in e for e in errors) \
+            or not any("untagged plugin series left" in e for e in errors):
+        fail(f"without stats_tags the check did not refuse /stats/prometheus; errors: {errors}")
+    if "traffic_mirror_staging_requests " not in prom:
+        fail("without stats_tags, expected the untagged series traffic_mirror_staging_requests")
+
+
+def main():
+    return L.run_checks([
+        ("shipped Envoy configs in a real Envoy: copies as configured, "
+         "traffic_mirror_<name>{target=...} on /stats/prometheus", check_shipped),
+        ("... and the check refuses /stats/prometheus without the stats_tags "
+         "(series traffic_mirror_<target>_<name>)", check_can_fail),
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
