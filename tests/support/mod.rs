@@ -1,0 +1,56 @@
+//! The end-to-end harness: the built module in a real Envoy, recording upstreams and a
+//! client written here on `std::net`, all on 127.0.0.1 with ports picked by the kernel.
+//!
+//! - [`upstream`]: the recording HTTP/1.1 server (also `examples/upstream.rs`).
+//! - [`client`]: an HTTP/1.1 client with keep-alive and chunked uploads.
+//! - [`envoy`]: Envoy from a configuration template; stats; `--mode validate`.
+//!
+//! Every wait is a poll with a deadline ([`wait_until`], [`wait_for`]); nothing sleeps
+//! a fixed time hoping that something happened.
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod envoy;
+pub mod upstream;
+
+use std::time::{Duration, Instant};
+
+pub use client::{send, Body, Connection, Request, Response};
+pub use envoy::{validate, Envoy, EnvoyConfig};
+pub use upstream::{Received, Upstream};
+
+/// How often conditions are polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Polls `condition` until it returns `Ok`, and returns that value; panics after
+/// `timeout` with `what` and the last `Err` (the state observed).
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match condition() {
+            Ok(value) => return value,
+            Err(state) => {
+                if Instant::now() >= deadline {
+                    panic!("timed out after {timeout:?} waiting for {what}; last seen: {state}");
+                }
+            }
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Polls `condition` until it holds; panics after `timeout` naming `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    wait_for(timeout, what, || {
+        if condition() {
+            Ok(())
+        } else {
+            Err("condition false".to_string())
+        }
+    });
+}

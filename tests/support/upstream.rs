@@ -1,0 +1,500 @@
+//! A recording HTTP/1.1 upstream on `std::net` and threads: the primary and the mirrors
+//! of the end-to-end tests, and (through `examples/upstream.rs`) a standalone server
+//! for the demo.
+//!
+//! Every request is recorded as it arrived: method, request target (path with query),
+//! headers in order with their raw value bytes, the body (content-length or chunked,
+//! de-chunked), when its head arrived, when its body was complete and when its answer
+//! went out. Keep-alive is honoured; each connection gets its own thread. The answer
+//! can be delayed and its status chosen. Dropping the server stops it: the accept loop
+//! polls a stop flag, open connections are shut down, delayed answers are abandoned.
+//!
+//! Self-contained (std only), so that the example can include it by path.
+// Test support: not every user needs every item; panics and indexing are fine here.
+#![allow(dead_code, clippy::indexing_slicing, clippy::panic)]
+
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Longest request head (request line and headers) accepted.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest request body accepted (the tests send up to a few MiB).
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// How often sleeping threads look at the stop flag.
+const POLL: Duration = Duration::from_millis(5);
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Which connection (numbered from 0 in accept order) carried it.
+    pub connection: u64,
+    pub method: String,
+    /// The request target: path with query, exactly as sent.
+    pub target: String,
+    /// Header lines in order: the name as sent, the value's raw bytes (surrounding
+    /// spaces and tabs removed).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+    /// Whether the body came with `transfer-encoding: chunked`.
+    pub chunked: bool,
+    /// When the request line arrived.
+    pub arrived: Instant,
+    /// When the whole body had arrived.
+    pub completed: Instant,
+    /// When the upstream began to write its answer, after any delay (`None`: not yet).
+    /// Set before the first byte goes out, so that "not answered" seen here means that
+    /// the peer cannot have had the answer yet.
+    pub answered: Option<Instant>,
+}
+
+impl Received {
+    /// The first value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of a header as text (lossy), for messages and simple checks.
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        self.header(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Every value of a header, in order.
+    pub fn header_values(&self, name: &str) -> Vec<&[u8]> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+            .collect()
+    }
+
+    /// Every value of a header as [`escaped`] text: exact, and readable in messages.
+    pub fn header_texts(&self, name: &str) -> Vec<String> {
+        self.header_values(name).into_iter().map(escaped).collect()
+    }
+
+    /// One log line: name, method, target, a few headers, body length.
+    pub fn log_line(&self, server: &str) -> String {
+        let mut line = format!("{server} {} {}", self.method, self.target);
+        for name in [
+            "host",
+            "x-request-id",
+            "x-user-id",
+            "x-traffic-mirror",
+            "content-length",
+            "transfer-encoding",
+        ] {
+            if let Some(value) = self.header_str(name) {
+                let _ = write!(line, " {name}={value}");
+            }
+        }
+        let _ = write!(line, " body={}B", self.body.len());
+        line
+    }
+}
+
+/// Bytes as text, every byte outside printable ASCII (and `\\`) escaped as in Rust
+/// literals (`\\xNN`): one-to-one, so comparing these is comparing the bytes.
+pub fn escaped(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+/// How the upstream answers.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// Status code of every answer.
+    pub status: u16,
+    /// Time between the whole request having arrived and the answer being written.
+    pub delay: Duration,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            status: 200,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Options for [`Upstream::start_with`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Name in the answers (`x-upstream` header and body) and in log lines.
+    pub name: String,
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    pub behaviour: Behaviour,
+    /// Print one line per request to stdout.
+    pub log: bool,
+}
+
+impl Options {
+    pub fn new(name: &str) -> Self {
+        Options {
+            name: name.to_string(),
+            port: 0,
+            behaviour: Behaviour::default(),
+            log: false,
+        }
+    }
+}
+
+struct Shared {
+    name: String,
+    log: bool,
+    stop: AtomicBool,
+    next_connection: AtomicU64,
+    behaviour: Mutex<Behaviour>,
+    received: Mutex<Vec<Received>>,
+    /// A handle on every open connection, to shut them down when stopping.
+    connections: Mutex<Vec<(u64, TcpStream)>>,
+}
+
+/// Locks a mutex, ignoring poisoning (a panicking test thread must not hide the data).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A running recording upstream; stops when dropped.
+pub struct Upstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Starts an upstream on 127.0.0.1 with a free port, answering 200 at once.
+    pub fn start(name: &str) -> Upstream {
+        Self::start_with(Options::new(name))
+            .unwrap_or_else(|e| panic!("starting upstream {name}: {e}"))
+    }
+
+    /// Starts an upstream answering after `delay`.
+    pub fn start_delayed(name: &str, delay: Duration) -> Upstream {
+        let mut options = Options::new(name);
+        options.behaviour.delay = delay;
+        Self::start_with(options).unwrap_or_else(|e| panic!("starting upstream {name}: {e}"))
+    }
+
+    pub fn start_with(options: Options) -> io::Result<Upstream> {
+        let listener = TcpListener::bind(("127.0.0.1", options.port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            name: options.name,
+            log: options.log,
+            stop: AtomicBool::new(false),
+            next_connection: AtomicU64::new(0),
+            behaviour: Mutex::new(options.behaviour),
+            received: Mutex::new(Vec::new()),
+            connections: Mutex::new(Vec::new()),
+        });
+        let for_thread = Arc::clone(&shared);
+        let acceptor = thread::Builder::new()
+            .name(format!("upstream-{}", shared.name))
+            .spawn(move || accept_loop(&listener, &for_thread))?;
+        Ok(Upstream {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Every request received so far, in order of completion.
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.shared.received).clone()
+    }
+
+    /// How many requests have been received so far.
+    pub fn count(&self) -> usize {
+        lock(&self.shared.received).len()
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        lock(&self.shared.behaviour).delay = delay;
+    }
+
+    pub fn set_status(&self, status: u16) {
+        lock(&self.shared.behaviour).status = status;
+    }
+
+    /// Runs until the process ends (for the standalone program).
+    pub fn serve_forever(self) -> ! {
+        loop {
+            thread::park();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        for (_, stream) in lock(&self.shared.connections).drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let id = shared.next_connection.fetch_add(1, Ordering::SeqCst);
+                if let Ok(handle) = stream.try_clone() {
+                    lock(&shared.connections).push((id, handle));
+                }
+                let shared = Arc::clone(shared);
+                let spawned = thread::Builder::new()
+                    .name(format!("upstream-{}-{id}", shared.name))
+                    .spawn(move || {
+                        // Errors end the connection; the peer sees it closed.
+                        let _ = serve_connection(stream, id, &shared);
+                        lock(&shared.connections).retain(|(c, _)| *c != id);
+                    });
+                if spawned.is_err() {
+                    thread::sleep(POLL);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(POLL),
+            Err(_) => thread::sleep(POLL),
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+/// Reads one CRLF- (or LF-) terminated line without the terminator; `None` at a clean EOF.
+fn read_line(reader: &mut impl BufRead, budget: &mut usize) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    let n = reader
+        .take(u64::try_from(*budget).unwrap_or(u64::MAX).saturating_add(1))
+        .read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if n > *budget {
+        return Err(invalid("request head too large"));
+    }
+    *budget -= n;
+    if line.last() != Some(&b'\n') {
+        return Err(invalid("connection closed in the middle of a line"));
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(Some(line))
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// Reads the body of a chunked message, then its trailers.
+fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut budget = MAX_HEAD_BYTES;
+        let line = read_line(reader, &mut budget)?.ok_or_else(|| invalid("EOF in chunk size"))?;
+        let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
+        let size_text = std::str::from_utf8(trim(size_text)).map_err(|_| invalid("chunk size"))?;
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| invalid(format!("bad chunk size {size_text:?}")))?;
+        if size == 0 {
+            // Trailers, up to the empty line.
+            loop {
+                let line =
+                    read_line(reader, &mut budget)?.ok_or_else(|| invalid("EOF in trailers"))?;
+                if line.is_empty() {
+                    return Ok(body);
+                }
+            }
+        }
+        if body.len() + size > MAX_BODY_BYTES {
+            return Err(invalid("body too large"));
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf)?;
+        if &crlf != b"\r\n" {
+            return Err(invalid("chunk not followed by CRLF"));
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        400 => "Bad Request",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    loop {
+        let mut budget = MAX_HEAD_BYTES;
+        // Request line (RFC 9112 allows empty lines before it).
+        let request_line = loop {
+            match read_line(&mut reader, &mut budget)? {
+                None => return Ok(()),
+                Some(line) if line.is_empty() => continue,
+                Some(line) => break line,
+            }
+        };
+        let arrived = Instant::now();
+        let text = String::from_utf8(request_line).map_err(|_| invalid("request line"))?;
+        let mut parts = text.split(' ');
+        let (method, target, version) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(m), Some(t), Some(v)) if parts.next().is_none() => {
+                (m.to_string(), t.to_string(), v.to_string())
+            }
+            _ => return Err(invalid(format!("bad request line {text:?}"))),
+        };
+        let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+        loop {
+            let line =
+                read_line(&mut reader, &mut budget)?.ok_or_else(|| invalid("EOF in head"))?;
+            if line.is_empty() {
+                break;
+            }
+            let colon = line
+                .iter()
+                .position(|&b| b == b':')
+                .ok_or_else(|| invalid("header line without ':'"))?;
+            let name = String::from_utf8(line[..colon].to_vec())
+                .map_err(|_| invalid("header name not text"))?;
+            headers.push((name, trim(&line[colon + 1..]).to_vec()));
+        }
+        let value_of = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
+        };
+        let chunked = value_of("transfer-encoding").is_some_and(|te| te.contains("chunked"));
+        let close =
+            value_of("connection").is_some_and(|c| c.contains("close")) || version == "HTTP/1.0";
+        let body = if chunked {
+            read_chunked(&mut reader)?
+        } else {
+            let length = match value_of("content-length") {
+                Some(text) => text
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| invalid("bad content-length"))?,
+                None => 0,
+            };
+            if length > MAX_BODY_BYTES {
+                return Err(invalid("body too large"));
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body)?;
+            body
+        };
+        let record = Received {
+            connection,
+            method,
+            target,
+            headers,
+            body,
+            chunked,
+            arrived,
+            completed: Instant::now(),
+            answered: None,
+        };
+        if shared.log {
+            let line = record.log_line(&shared.name);
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        let head_only = record.method == "HEAD";
+        let summary = format!("{} {} {}\n", shared.name, record.method, record.target);
+        let index = {
+            let mut received = lock(&shared.received);
+            received.push(record);
+            received.len() - 1
+        };
+
+        let behaviour = lock(&shared.behaviour).clone();
+        let until = Instant::now() + behaviour.delay;
+        while Instant::now() < until {
+            if shared.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
+        }
+        let mut response = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-upstream: {}\r\n{}\r\n",
+            behaviour.status,
+            reason(behaviour.status),
+            summary.len(),
+            shared.name,
+            if close { "connection: close\r\n" } else { "" },
+        )
+        .into_bytes();
+        if !head_only {
+            response.extend_from_slice(summary.as_bytes());
+        }
+        if let Some(r) = lock(&shared.received).get_mut(index) {
+            r.answered = Some(Instant::now());
+        }
+        writer.write_all(&response)?;
+        writer.flush()?;
+        if close {
+            let _ = writer.shutdown(Shutdown::Write);
+            return Ok(());
+        }
+    }
+}
