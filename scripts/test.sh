@@ -18,7 +18,7 @@ cargo fmt --all -- --check
 step "clippy, native (lib, tests, examples)"
 cargo clippy --all-targets -- -D warnings
 
-step "clippy, wasm32-wasip1 (the proxy-wasm shell)"
+step "clippy, wasm32-wasip1 (the proxy-wasm ABI shell)"
 cargo clippy --target wasm32-wasip1 --lib -- -D warnings
 
 step "unit tests, native"

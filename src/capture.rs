@@ -6,10 +6,11 @@
 use std::rc::Rc;
 
 use crate::config::{OnMissingKey, Plan, Target};
-use crate::copy::{copy_headers, Header};
+use crate::copy::copy_headers;
 use crate::metrics::{Counter, Metrics};
 use crate::request::RequestView;
 use crate::sampling::{cookie_value, is_sampled, query_value, random_bucket, Rng, SampleKey};
+use crate::wire;
 
 /// What sampling made of one request for one target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +60,8 @@ pub fn decide(target: &Target, request: &mut impl RequestView, rng: &mut Rng) ->
 struct Capturing {
     target: usize,
     max_body_bytes: usize,
-    headers: Vec<Header>,
+    /// Serialized header map (see [`crate::wire`]).
+    headers: Vec<u8>,
 }
 
 /// The copies of one request, while its body arrives.
@@ -73,7 +75,8 @@ pub struct Capture {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadyCopy {
     pub target: usize,
-    pub headers: Vec<Header>,
+    /// Serialized header map (see [`crate::wire`]).
+    pub headers: Vec<u8>,
     /// Shared by every target's copy of the same request.
     pub body: Rc<[u8]>,
 }
@@ -95,8 +98,7 @@ pub fn begin<R: RequestView>(
         }
         return None;
     }
-    let mut capture: Option<Capture> = None;
-    let mut request_headers: Option<Vec<Header>> = None;
+    let mut sampled: Vec<usize> = Vec::new();
     let mut content_length: Option<Option<usize>> = None;
     for (index, target) in plan.targets.iter().enumerate() {
         match decide(target, request, rng) {
@@ -125,17 +127,29 @@ pub fn begin<R: RequestView>(
             metrics.count(index, Counter::SkippedBodyTooLarge);
             continue;
         }
-        let headers = request_headers.get_or_insert_with(|| request.all_headers());
-        capture
-            .get_or_insert_with(Capture::default)
-            .copies
-            .push(Capturing {
+        sampled.push(index);
+    }
+    if sampled.is_empty() {
+        return None;
+    }
+    // Read the header map once for all the copies of this request.
+    let map = request.header_map();
+    let pairs = wire::parse(&map).unwrap_or_default();
+    let copies = sampled
+        .into_iter()
+        .filter_map(|index| {
+            let target = plan.targets.get(index)?;
+            Some(Capturing {
                 target: index,
                 max_body_bytes: target.max_body_bytes,
-                headers: copy_headers(headers, target, &plan.loop_header),
-            });
-    }
-    capture
+                headers: copy_headers(&pairs, target, &plan.loop_header),
+            })
+        })
+        .collect();
+    Some(Capture {
+        copies,
+        body: Vec::new(),
+    })
 }
 
 impl Capture {
@@ -374,18 +388,15 @@ mod tests {
         assert_eq!(copies.len(), 2);
         assert_eq!(&copies[0].body[..], b"hello world");
         assert!(Rc::ptr_eq(&copies[0].body, &copies[1].body));
-        assert!(copies[0]
-            .headers
-            .contains(&("x-t".to_string(), b"a".to_vec())));
-        assert!(copies[0]
-            .headers
-            .contains(&("x-traffic-mirror".to_string(), b"a".to_vec())));
-        assert!(copies[1]
-            .headers
-            .contains(&(":authority".to_string(), b"b.internal".to_vec())));
-        assert!(copies[1]
-            .headers
-            .contains(&("x-traffic-mirror".to_string(), b"b".to_vec())));
+        let has = |i: usize, name: &str, value: &str| {
+            wire::parse(&copies[i].headers)
+                .unwrap()
+                .contains(&(name.as_bytes(), value.as_bytes()))
+        };
+        assert!(has(0, "x-t", "a"));
+        assert!(has(0, "x-traffic-mirror", "a"));
+        assert!(has(1, ":authority", "b.internal"));
+        assert!(has(1, "x-traffic-mirror", "b"));
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]

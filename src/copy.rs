@@ -2,48 +2,59 @@
 //! operations, then the loop header, then `:authority`. The body is carried as is.
 
 use crate::config::{Authority, Target};
+use crate::wire::{self, Pair};
 
 /// The value written over redacted headers.
 pub const REDACTED: &[u8] = b"[REDACTED]";
 
-/// One header of a copy: lower-case name, raw value.
-pub type Header = (String, Vec<u8>);
-
-/// Builds the copy's headers from the request's headers (in arrival order).
-pub fn copy_headers(request: &[Header], target: &Target, loop_header: &str) -> Vec<Header> {
+/// Builds the copy's header map (serialized for the host) from the request's headers,
+/// in arrival order.
+pub fn copy_headers(request: &[Pair<'_>], target: &Target, loop_header: &str) -> Vec<u8> {
     let ops = &target.header_ops;
-    let named = |list: &[String], name: &str| list.iter().any(|n| n.eq_ignore_ascii_case(name));
-    let mut headers: Vec<Header> = Vec::with_capacity(request.len() + ops.set.len() + 1);
-    let mut has_authority = false;
-    for (name, value) in request {
-        if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case(loop_header)
+    let named =
+        |list: &[String], name: &[u8]| list.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name));
+    let original_authority = request
+        .iter()
+        .find(|(name, _)| *name == b":authority")
+        .map(|(_, value)| *value);
+    let authority: Option<Vec<u8>> = match (&target.authority, original_authority) {
+        (Authority::Fixed(fixed), _) => Some(fixed.as_bytes().to_vec()),
+        (suffix, Some(original)) => Some(copy_authority(suffix, original)),
+        (_, None) => None,
+    };
+    let mut headers: Vec<Pair<'_>> = Vec::with_capacity(request.len() + ops.set.len() + 2);
+    for &(name, value) in request {
+        if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(loop_header.as_bytes())
             || named(&ops.remove, name)
-            || ops.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+            || ops
+                .set
+                .iter()
+                .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
         {
             // Envoy sends the copy's body with a content-length of its own.
             continue;
         }
-        if name == ":authority" {
-            has_authority = true;
-            let authority = copy_authority(&target.authority, value);
-            headers.push((name.clone(), authority));
+        if name == b":authority" {
+            if let Some(authority) = &authority {
+                headers.push((name, authority));
+            }
         } else if named(&ops.redact, name) {
-            headers.push((name.clone(), REDACTED.to_vec()));
+            headers.push((name, REDACTED));
         } else {
-            headers.push((name.clone(), value.clone()));
+            headers.push((name, value));
         }
     }
-    if !has_authority {
-        if let Authority::Fixed(fixed) = &target.authority {
-            headers.push((":authority".to_string(), fixed.as_bytes().to_vec()));
+    if original_authority.is_none() {
+        if let Some(authority) = &authority {
+            headers.push((b":authority", authority));
         }
     }
     for (name, value) in &ops.set {
-        headers.push((name.clone(), value.as_bytes().to_vec()));
+        headers.push((name.as_bytes(), value.as_bytes()));
     }
-    headers.push((loop_header.to_string(), target.name.as_bytes().to_vec()));
-    headers
+    headers.push((loop_header.as_bytes(), target.name.as_bytes()));
+    wire::serialize(&headers)
 }
 
 /// The copy's `:authority` for a request that arrived with `original`.
@@ -93,9 +104,9 @@ mod tests {
         parse(json.as_bytes()).unwrap().targets.remove(0)
     }
 
-    fn request() -> Vec<Header> {
-        [
-            (":authority", &b"example.com:8080"[..]),
+    fn request() -> Vec<Pair<'static>> {
+        let list: [(&'static str, &'static [u8]); 12] = [
+            (":authority", b"example.com:8080"),
             (":path", b"/api/x?a=1&b=%20"),
             (":method", b"POST"),
             (":scheme", b"http"),
@@ -107,16 +118,22 @@ mod tests {
             ("x-bytes", b"caf\xe9"),
             ("x-dup", b"1"),
             ("x-dup", b"2"),
-        ]
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_vec()))
-        .collect()
+        ];
+        list.iter().map(|(n, v)| (n.as_bytes(), *v)).collect()
     }
 
-    fn pairs(headers: &[Header]) -> Vec<(&str, &[u8])> {
-        headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
+    /// The copy's headers, decoded for comparison.
+    fn pairs(serialized: &[u8]) -> Vec<(String, Vec<u8>)> {
+        wire::parse(serialized)
+            .unwrap()
+            .into_iter()
+            .map(|(n, v)| (String::from_utf8(n.to_vec()).unwrap(), v.to_vec()))
+            .collect()
+    }
+
+    fn expect(list: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
             .collect()
     }
 
@@ -126,7 +143,7 @@ mod tests {
         let copy = copy_headers(&request(), &target(""), "x-traffic-mirror");
         assert_eq!(
             pairs(&copy),
-            vec![
+            expect(&[
                 (":authority", &b"example.com-shadow:8080"[..]),
                 (":path", b"/api/x?a=1&b=%20"),
                 (":method", b"POST"),
@@ -139,7 +156,7 @@ mod tests {
                 ("x-dup", b"1"),
                 ("x-dup", b"2"),
                 ("x-traffic-mirror", b"shadow"),
-            ]
+            ])
         );
     }
 
@@ -152,7 +169,7 @@ mod tests {
         let copy = copy_headers(&request(), &t, "x-loop");
         assert_eq!(
             pairs(&copy),
-            vec![
+            expect(&[
                 (":authority", &b"example.com-shadow:8080"[..]),
                 (":path", b"/api/x?a=1&b=%20"),
                 (":method", b"POST"),
@@ -163,30 +180,31 @@ mod tests {
                 ("x-env", b"staging"),
                 ("x-new", b"1"),
                 ("x-loop", b"shadow"),
-            ]
+            ])
         );
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn authority_is_fixed_or_suffixed_or_kept() {
-        let fixed = copy_headers(
+        let fixed_target = target(r#", "authority": "mirror.internal""#);
+        let fixed = pairs(&copy_headers(&request(), &fixed_target, "l"));
+        assert_eq!(fixed[0], (":authority".into(), b"mirror.internal".to_vec()));
+        let kept = pairs(&copy_headers(
             &request(),
-            &target(r#", "authority": "mirror.internal""#),
+            &target(r#", "host_suffix": """#),
             "l",
-        );
-        assert_eq!(
-            fixed[0],
-            (":authority".to_string(), b"mirror.internal".to_vec())
-        );
-        let kept = copy_headers(&request(), &target(r#", "host_suffix": """#), "l");
-        assert_eq!(
-            kept[0],
-            (":authority".to_string(), b"example.com:8080".to_vec())
-        );
-        let without: Vec<Header> = request().into_iter().skip(1).collect();
-        let added = copy_headers(&without, &target(r#", "authority": "m""#), "l");
-        assert!(added.contains(&(":authority".to_string(), b"m".to_vec())));
+        ));
+        assert_eq!(kept[0], (":authority".into(), b"example.com:8080".to_vec()));
+        let without: Vec<Pair> = request().into_iter().skip(1).collect();
+        let added = pairs(&copy_headers(
+            &without,
+            &target(r#", "authority": "m""#),
+            "l",
+        ));
+        assert!(added.contains(&(":authority".into(), b"m".to_vec())));
+        let none = pairs(&copy_headers(&without, &target(""), "l"));
+        assert!(!none.iter().any(|(n, _)| n == ":authority"));
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]

@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod request;
 pub mod sampling;
 pub mod throttle;
+pub mod wire;
 
 #[cfg(target_os = "wasi")]
 mod shell;

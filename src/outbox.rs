@@ -1,10 +1,8 @@
-//! The root context's side of mirroring, one per worker: the limits that admit a
-//! complete copy, the queue of copies waiting for the root to send them, and the calls
-//! in flight, so that every copy's end is counted exactly once.
+//! A worker's copies in flight: the limits that admit a complete copy, and the calls
+//! awaiting an answer, so that every copy's end is counted exactly once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
-use crate::capture::ReadyCopy;
 use crate::config::Plan;
 use crate::limits::{InFlight, TokenBucket};
 use crate::metrics::{Counter, Metrics};
@@ -12,7 +10,7 @@ use crate::metrics::{Counter, Metrics};
 #[derive(Debug, Clone)]
 struct TargetLimits {
     rate: Option<TokenBucket>,
-    /// Copies queued or awaiting a response.
+    /// Copies admitted and not yet ended.
     slots: InFlight,
 }
 
@@ -20,7 +18,7 @@ struct TargetLimits {
 #[derive(Debug, Default)]
 pub struct Outbox {
     limits: Vec<TargetLimits>,
-    queue: VecDeque<ReadyCopy>,
+    /// Call token -> target.
     calls: HashMap<u32, usize>,
 }
 
@@ -35,44 +33,32 @@ impl Outbox {
                     slots: InFlight::new(t.max_in_flight),
                 })
                 .collect(),
-            queue: VecDeque::new(),
             calls: HashMap::new(),
         }
     }
 
-    /// Admits a complete copy past `max_in_flight` and `max_rps`, or drops and counts it.
-    /// `now_nanos` is only asked for when the target has a rate limit.
-    pub fn offer(
+    /// Admits a complete copy of `target` past `max_rps` and `max_in_flight` (taking
+    /// a slot), or counts why not. `now_nanos` is only asked for under a rate limit.
+    pub fn admit(
         &mut self,
-        copy: ReadyCopy,
+        target: usize,
         now_nanos: impl FnOnce() -> u64,
         metrics: &mut impl Metrics,
     ) -> bool {
-        let Some(limits) = self.limits.get_mut(copy.target) else {
+        let Some(limits) = self.limits.get_mut(target) else {
             return false;
         };
         if let Some(bucket) = &mut limits.rate {
             if !bucket.try_take(now_nanos()) {
-                metrics.count(copy.target, Counter::SkippedRateLimited);
+                metrics.count(target, Counter::SkippedRateLimited);
                 return false;
             }
         }
         if !limits.slots.try_reserve() {
-            metrics.count(copy.target, Counter::SkippedInFlight);
+            metrics.count(target, Counter::SkippedInFlight);
             return false;
         }
-        self.queue.push_back(copy);
         true
-    }
-
-    /// Whether copies wait to be sent.
-    pub fn has_queued(&self) -> bool {
-        !self.queue.is_empty()
-    }
-
-    /// The next queued copy to send.
-    pub fn take_queued(&mut self) -> Option<ReadyCopy> {
-        self.queue.pop_front()
     }
 
     /// The host accepted the copy as call `token`.
@@ -104,7 +90,12 @@ impl Outbox {
         Some((target, counter))
     }
 
-    /// Copies of a target queued or awaiting a response.
+    /// Whether call `token` is in flight here.
+    pub fn has_call(&self, token: u32) -> bool {
+        self.calls.contains_key(&token)
+    }
+
+    /// Copies of a target admitted and not yet ended.
     pub fn occupied(&self, target: usize) -> u32 {
         self.limits.get(target).map_or(0, |l| l.slots.current())
     }
@@ -121,7 +112,6 @@ mod tests {
     use super::*;
     use crate::config::parse;
     use crate::metrics::Tally;
-    use std::rc::Rc;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -131,26 +121,14 @@ mod tests {
         Outbox::new(&parse(json.as_bytes()).unwrap())
     }
 
-    fn copy() -> ReadyCopy {
-        ReadyCopy {
-            target: 0,
-            headers: vec![],
-            body: Rc::from(Vec::new()),
-        }
-    }
-
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn every_sent_copy_ends_in_exactly_one_response_counter() {
         let mut out = outbox("");
         let mut tally = Tally::default();
-        for _ in 0..3 {
-            assert!(out.offer(copy(), || 0, &mut tally));
-        }
-        let mut token = 10;
-        while let Some(c) = out.take_queued() {
-            out.sent(token, c.target, &mut tally);
-            token += 1;
+        for token in 10..13 {
+            assert!(out.admit(0, || 0, &mut tally));
+            out.sent(token, 0, &mut tally);
         }
         assert_eq!(tally.in_flight(0), 3);
         assert_eq!(
@@ -177,19 +155,17 @@ mod tests {
     fn in_flight_limit_drops_and_counts_and_frees_on_end() {
         let mut out = outbox(r#", "max_in_flight": 2"#);
         let mut tally = Tally::default();
-        assert!(out.offer(copy(), || 0, &mut tally));
-        assert!(out.offer(copy(), || 0, &mut tally));
-        assert!(!out.offer(copy(), || 0, &mut tally));
+        assert!(out.admit(0, || 0, &mut tally));
+        assert!(out.admit(0, || 0, &mut tally));
+        assert!(!out.admit(0, || 0, &mut tally));
         assert_eq!(tally.get(0, Counter::SkippedInFlight), 1);
-        let first = out.take_queued().unwrap();
-        out.sent(1, first.target, &mut tally);
-        let second = out.take_queued().unwrap();
-        out.refused(second.target, &mut tally);
+        out.sent(1, 0, &mut tally);
+        out.refused(0, &mut tally);
         assert_eq!(tally.get(0, Counter::DispatchFailed), 1);
-        assert!(out.offer(copy(), || 0, &mut tally));
-        assert!(!out.offer(copy(), || 0, &mut tally));
+        assert!(out.admit(0, || 0, &mut tally));
+        assert!(!out.admit(0, || 0, &mut tally));
         out.ended(1, Some(b"204"), &mut tally);
-        assert!(out.offer(copy(), || 0, &mut tally));
+        assert!(out.admit(0, || 0, &mut tally));
         assert_eq!(tally.get(0, Counter::SkippedInFlight), 2);
     }
 
@@ -198,13 +174,13 @@ mod tests {
     fn rate_limit_drops_and_counts_and_asks_the_clock_only_when_set() {
         let mut unlimited = outbox("");
         let mut tally = Tally::default();
-        assert!(unlimited.offer(copy(), || panic!("clock read without max_rps"), &mut tally));
+        assert!(unlimited.admit(0, || panic!("clock read without max_rps"), &mut tally));
         let mut out = outbox(r#", "max_rps": 2"#);
         let admitted = (0..5)
-            .filter(|_| out.offer(copy(), || 1_000, &mut tally))
+            .filter(|_| out.admit(0, || 1_000, &mut tally))
             .count();
         assert_eq!(admitted, 2);
         assert_eq!(tally.get(0, Counter::SkippedRateLimited), 3);
-        assert!(out.offer(copy(), || 500_001_000, &mut tally));
+        assert!(out.admit(0, || 500_001_000, &mut tally));
     }
 }

@@ -10,8 +10,9 @@ pub trait RequestView {
     fn path(&mut self) -> &[u8];
     /// The first value of a header, by lower-case name.
     fn header(&mut self, name: &str) -> Option<Vec<u8>>;
-    /// Every header in arrival order: read only for a request that is being copied.
-    fn all_headers(&mut self) -> Vec<(String, Vec<u8>)>;
+    /// The whole header map in arrival order, serialized as the host hands it out
+    /// (see [`crate::wire`]): read only for a request that is being copied.
+    fn header_map(&mut self) -> Vec<u8>;
 }
 
 /// A request held as a list of headers: for tests, fuzzing and the benchmark harness.
@@ -51,7 +52,12 @@ impl RequestView for HeaderList {
         self.first(name).map(<[u8]>::to_vec)
     }
 
-    fn all_headers(&mut self) -> Vec<(String, Vec<u8>)> {
-        self.headers.clone()
+    fn header_map(&mut self) -> Vec<u8> {
+        let pairs: Vec<crate::wire::Pair> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_slice()))
+            .collect();
+        crate::wire::serialize(&pairs)
     }
 }

@@ -8,18 +8,14 @@ const WINDOW_NANOS: u64 = 60 * 1_000_000_000;
 pub enum Failure {
     /// `dispatch_http_call` was refused (unknown cluster, bad headers, ...).
     DispatchRefused,
-    /// A header value of the copy cannot be passed to the host as text.
-    NotText,
     /// The copy ended without a response (reset).
     NoResponse,
     /// The mirror answered 5xx (Envoy's own 503 for a refused connection, 504 for a timeout).
     ServerError,
-    /// A host call of the plugin's own (stats, timer) failed.
-    HostCall,
 }
 
 impl Failure {
-    const COUNT: usize = 5;
+    const COUNT: usize = 3;
 
     fn index(self) -> usize {
         self as usize

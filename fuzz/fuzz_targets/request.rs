@@ -12,6 +12,7 @@ use traffic_mirror::metrics::{Counter, Tally};
 use traffic_mirror::outbox::Outbox;
 use traffic_mirror::request::HeaderList;
 use traffic_mirror::sampling::Rng;
+use traffic_mirror::wire;
 
 const PLAN: &str = r#"{
   "targets": [
@@ -37,6 +38,10 @@ fn plan() -> &'static Plan {
 // Input layout: fields separated by 0xFF. The first field seeds the random source;
 // then name/value pairs of headers up to an empty field; the rest are body chunks.
 fuzz_target!(|data: &[u8]| {
+    // The host's map format, on hostile bytes: refused or parsed, never a panic.
+    if let Some(pairs) = wire::parse(data) {
+        assert_eq!(wire::parse(&wire::serialize(&pairs)), Some(pairs));
+    }
     let mut fields = data.split(|&b| b == 0xFF);
     let seed = fields.next().unwrap_or_default();
     let mut rng = Rng::new(
@@ -69,6 +74,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let mut outbox = Outbox::new(plan);
+    let mut calls = 0usize;
     for copy in &copies {
         let target = &plan.targets[copy.target];
         assert!(copy.body.len() <= target.max_body_bytes);
@@ -77,20 +83,26 @@ fuzz_target!(|data: &[u8]| {
             body_len,
             "a copy's body is never truncated"
         );
-        let loops: Vec<_> = copy
-            .headers
+        let headers = wire::parse(&copy.headers).expect("the copy's map is well formed");
+        let loops: Vec<_> = headers
             .iter()
-            .filter(|(n, _)| n == &plan.loop_header)
+            .filter(|(n, _)| *n == plan.loop_header.as_bytes())
             .collect();
         assert_eq!(loops.len(), 1);
         assert_eq!(loops[0].1, target.name.as_bytes());
         for name in &target.header_ops.remove {
-            assert!(!copy
-                .headers
+            assert!(!headers
                 .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(name)));
+                .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())));
         }
-        outbox.offer(copy.clone(), || 0, &mut tally);
+        // Through the limits and a call's whole life: every admitted copy ends once.
+        if outbox.admit(copy.target, || 0, &mut tally) {
+            let token = u32::try_from(calls).unwrap_or(u32::MAX);
+            calls += 1;
+            outbox.sent(token, copy.target, &mut tally);
+            assert!(outbox.ended(token, seed.get(..3), &mut tally).is_some());
+            assert!(outbox.ended(token, None, &mut tally).is_none());
+        }
     }
     for (index, _) in plan.targets.iter().enumerate() {
         let sampled = tally.get(index, Counter::Sampled);
@@ -100,5 +112,6 @@ fuzz_target!(|data: &[u8]| {
             copied + tally.get(index, Counter::SkippedBodyTooLarge)
         );
         assert!(tally.get(index, Counter::Sampled) <= tally.get(index, Counter::Requests));
+        assert_eq!(tally.in_flight(index), 0);
     }
 });

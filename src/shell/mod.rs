@@ -1,44 +1,187 @@
-//! The proxy-wasm shell: reads from the host, calls the pure core, hands copies to the
-//! host. One VM instance per worker thread, single-threaded: the root context and the
-//! HTTP contexts share a [`Worker`] through `Rc<RefCell<_>>`.
+//! The proxy-wasm shell: the exported callbacks Envoy calls, which read from the host
+//! and call the pure core. Envoy runs one VM instance per worker thread and calls it
+//! from that thread only, so the VM's state is a thread-local.
 
-mod host;
+mod abi;
 mod root;
 mod stream;
 
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::collections::HashMap;
 
-use proxy_wasm::types::LogLevel;
+use abi::LogLevel;
+use root::Worker;
+use stream::Stream;
 
-use crate::config::Plan;
-use crate::outbox::Outbox;
-use crate::sampling::Rng;
-use crate::throttle::LogThrottle;
-
-pub use root::Root;
-
-/// A worker's state once configured.
-pub struct Worker {
-    pub plan: Plan,
-    pub outbox: Outbox,
-    pub metrics: root::HostMetrics,
-    pub throttle: LogThrottle,
-    pub rng: Rng,
-    /// Whether the root's tick is running to send queued copies.
-    pub tick_armed: bool,
+/// Every context of this VM instance.
+#[derive(Default)]
+struct Vm {
+    /// Root contexts (one per plugin configuration); `None` until configured.
+    roots: HashMap<u32, Option<Worker>>,
+    /// HTTP contexts, one per request in progress.
+    streams: HashMap<u32, Stream>,
 }
 
-pub type SharedWorker = Rc<RefCell<Option<Worker>>>;
+thread_local! {
+    static VM: RefCell<Vm> = RefCell::new(Vm::default());
+}
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    // Replaces the SDK's hook (which unwraps the log call): a panic should never happen
-    // (clippy denies the usual causes), but if one does, say so in Envoy's log.
-    std::panic::set_hook(Box::new(|info| {
-        let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("traffic-mirror: panic: {info}"));
-    }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(Root::new())
+/// Runs `f` on the VM state. Envoy never calls back into a VM that is inside a
+/// callback (it defers such calls), so the state is never borrowed twice; if it ever
+/// were, the callback is skipped rather than the VM taken down.
+fn with_vm<R>(default: R, f: impl FnOnce(&mut Vm) -> R) -> R {
+    VM.with(|vm| match vm.try_borrow_mut() {
+        Ok(mut vm) => f(&mut vm),
+        Err(_) => {
+            abi::log(
+                LogLevel::Error,
+                "traffic-mirror: re-entrant callback skipped",
+            );
+            default
+        }
+    })
+}
+
+/// Runs `f` on an HTTP context and its configured root.
+fn with_stream(context_id: u32, f: impl FnOnce(&mut Stream, &mut Worker)) {
+    with_vm((), |vm| {
+        let Some(stream) = vm.streams.get_mut(&context_id) else {
+            return;
+        };
+        if let Some(Some(worker)) = vm.roots.get_mut(&stream.root) {
+            f(stream, worker);
+        }
     });
-}}
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+#[cfg(target_os = "wasi")]
+extern "C" {
+    fn __wasm_call_ctors();
+}
+
+#[no_mangle]
+pub extern "C" fn _initialize() {
+    // SAFETY: runs the module's static constructors once, as the WASI reactor model
+    // expects of `_initialize`.
+    unsafe { __wasm_call_ctors() };
+    // A panic should never happen (clippy denies the usual causes); if one does, say
+    // so in Envoy's log before the VM stops.
+    std::panic::set_hook(Box::new(|info| {
+        abi::log(
+            LogLevel::Critical,
+            &format!("traffic-mirror: panic: {info}"),
+        );
+    }));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(context_id: u32, parent_context_id: u32) {
+    with_vm((), |vm| {
+        if parent_context_id == 0 {
+            vm.roots.insert(context_id, None);
+        } else {
+            vm.streams
+                .insert(context_id, Stream::new(parent_context_id));
+        }
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(_context_id: u32, _vm_configuration_size: usize) -> u32 {
+    abi::log(
+        LogLevel::Info,
+        &format!(
+            "traffic-mirror {} starting (hash-sampled, fire-and-forget mirroring)",
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    1
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(context_id: u32, configuration_size: usize) -> u32 {
+    let configuration =
+        abi::buffer(abi::PLUGIN_CONFIGURATION, 0, configuration_size).unwrap_or_default();
+    let Some(worker) = root::configure(&configuration) else {
+        return 0;
+    };
+    with_vm(0, |vm| {
+        vm.roots.insert(context_id, Some(worker));
+        1
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(
+    context_id: u32,
+    _num_headers: usize,
+    end_of_stream: u32,
+) -> u32 {
+    with_stream(context_id, |stream, worker| {
+        stream.on_request_headers(worker, end_of_stream != 0);
+    });
+    abi::CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_body(
+    context_id: u32,
+    body_size: usize,
+    end_of_stream: u32,
+) -> u32 {
+    with_stream(context_id, |stream, worker| {
+        stream.on_request_body(worker, body_size, end_of_stream != 0);
+    });
+    abi::CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_trailers(context_id: u32, _num_trailers: usize) -> u32 {
+    with_stream(context_id, |stream, worker| stream.finish(worker));
+    abi::CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_http_call_response(
+    context_id: u32,
+    token: u32,
+    _num_headers: usize,
+    _body_size: usize,
+    _num_trailers: usize,
+) {
+    with_vm((), |vm| {
+        // The answer comes to the root that made the call; should a host deliver it
+        // elsewhere, the root that owns the token still counts it.
+        let worker = match vm.roots.get_mut(&context_id) {
+            Some(Some(worker)) if worker.owns_call(token) => Some(worker),
+            _ => vm
+                .roots
+                .values_mut()
+                .flatten()
+                .find(|worker| worker.owns_call(token)),
+        };
+        if let Some(worker) = worker {
+            worker.call_ended(token);
+        }
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_done(_context_id: u32) -> u32 {
+    1
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_log(_context_id: u32) {}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_delete(context_id: u32) {
+    with_vm((), |vm| {
+        if vm.streams.remove(&context_id).is_none() {
+            vm.roots.remove(&context_id);
+        }
+    });
+}

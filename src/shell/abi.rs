@@ -1,0 +1,211 @@
+//! The proxy-wasm ABI (0.2.1) as this filter uses it: the host functions it imports,
+//! wrapped so that every status comes back as a value (never a panic), and the memory
+//! export through which the host hands buffers over.
+//!
+//! The filter speaks the ABI directly rather than through the Rust SDK for two
+//! reasons: the SDK passes header values to `dispatch_http_call` as `&str`, so a value
+//! with bytes 0x80-0xFF could not be copied as it arrived, and its dispatcher panics on
+//! a call token it did not register. Here a request's header map travels as the bytes
+//! the host serialized, and every call's answer is routed by token.
+
+/// A host call's status other than OK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u32);
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+
+/// Header maps (`proxy_get_header_map_*`).
+pub const REQUEST_HEADERS: u32 = 0;
+pub const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+/// Buffers (`proxy_get_buffer_bytes`).
+pub const REQUEST_BODY: u32 = 0;
+pub const PLUGIN_CONFIGURATION: u32 = 7;
+/// Metric kinds.
+pub const COUNTER: u32 = 0;
+pub const GAUGE: u32 = 1;
+/// Return value of the request callbacks: go on (the filter never pauses a request).
+pub const CONTINUE: u32 = 0;
+
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+pub enum LogLevel {
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message: *const u8, size: usize) -> u32;
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer: u32,
+        start: usize,
+        max_size: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_http_call(
+        upstream: *const u8,
+        upstream_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        body: *const u8,
+        body_size: usize,
+        trailers: *const u8,
+        trailers_size: usize,
+        timeout_ms: u32,
+        token: *mut u32,
+    ) -> u32;
+    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+}
+
+/// Memory the host asks for to hand a buffer over; ownership comes back through
+/// [`take`].
+#[no_mangle]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    // `Vec::with_capacity` allocates exactly `size` bytes for u8, which `take`
+    // relies on to free with the same layout.
+    let mut buffer: Vec<u8> = Vec::with_capacity(size);
+    let pointer = buffer.as_mut_ptr();
+    std::mem::forget(buffer);
+    pointer
+}
+
+/// Takes ownership of a buffer the host filled in memory from
+/// [`proxy_on_memory_allocate`].
+///
+/// # Safety
+/// `pointer` is null or was returned by `proxy_on_memory_allocate(size)`, and is not
+/// used again.
+unsafe fn take(pointer: *mut u8, size: usize) -> Vec<u8> {
+    if pointer.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: per this function's contract.
+        unsafe { Vec::from_raw_parts(pointer, size, size) }
+    }
+}
+
+fn check(status: u32) -> Result<(), Status> {
+    if status == OK {
+        Ok(())
+    } else {
+        Err(Status(status))
+    }
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: pointer and length describe a live &str. A failed log has nowhere to go.
+    let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+}
+
+/// The first value of a header; `Ok(None)` when absent.
+pub fn header(map: u32, name: &str) -> Result<Option<Vec<u8>>, Status> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the name is a live &str; the out-pointers outlive the call.
+    let status =
+        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
+    // SAFETY: on success the host wrote a buffer from proxy_on_memory_allocate (or null).
+    let value = unsafe { take(data, size) };
+    match status {
+        OK => Ok(Some(value)),
+        NOT_FOUND => Ok(None),
+        other => Err(Status(other)),
+    }
+}
+
+/// The whole header map, serialized (see [`crate::wire`]).
+pub fn header_map(map: u32) -> Result<Vec<u8>, Status> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the out-pointers outlive the call.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    // SAFETY: as in `header`.
+    let pairs = unsafe { take(data, size) };
+    check(status).map(|()| pairs)
+}
+
+pub fn buffer(buffer: u32, start: usize, max_size: usize) -> Result<Vec<u8>, Status> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the out-pointers outlive the call.
+    let status = unsafe { proxy_get_buffer_bytes(buffer, start, max_size, &mut data, &mut size) };
+    // SAFETY: as in `header`.
+    let bytes = unsafe { take(data, size) };
+    match status {
+        OK => Ok(bytes),
+        NOT_FOUND => Ok(Vec::new()),
+        other => Err(Status(other)),
+    }
+}
+
+/// An empty serialized map: the calls carry no trailers.
+const NO_TRAILERS: [u8; 4] = [0; 4];
+
+/// Sends a request to `cluster`; returns the call's token. `headers` is a serialized
+/// map; an empty body is sent as none.
+pub fn http_call(
+    cluster: &str,
+    headers: &[u8],
+    body: &[u8],
+    timeout_ms: u32,
+) -> Result<u32, Status> {
+    let mut token = 0u32;
+    let (body_pointer, body_size) = if body.is_empty() {
+        (std::ptr::null(), 0)
+    } else {
+        (body.as_ptr(), body.len())
+    };
+    // SAFETY: every pointer and length describes a live slice; `token` outlives the call.
+    let status = unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            headers.as_ptr(),
+            headers.len(),
+            body_pointer,
+            body_size,
+            NO_TRAILERS.as_ptr(),
+            NO_TRAILERS.len(),
+            timeout_ms,
+            &mut token,
+        )
+    };
+    check(status).map(|()| token)
+}
+
+pub fn define_metric(kind: u32, name: &str) -> Result<u32, Status> {
+    let mut id = 0u32;
+    // SAFETY: the name is a live &str; `id` outlives the call.
+    check(unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+pub fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
+    // SAFETY: plain values only.
+    check(unsafe { proxy_increment_metric(id, offset) })
+}
+
+/// Wall-clock time in nanoseconds (0 if the host cannot tell).
+pub fn now_nanos() -> u64 {
+    let mut now = 0u64;
+    // SAFETY: `now` outlives the call.
+    match check(unsafe { proxy_get_current_time_nanoseconds(&mut now) }) {
+        Ok(()) => now,
+        Err(_) => 0,
+    }
+}

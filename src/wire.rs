@@ -1,0 +1,113 @@
+//! The proxy-wasm header map serialization, as the host hands a map out
+//! (`proxy_get_header_map_pairs`) and takes one in (`proxy_http_call`):
+//!
+//! ```text
+//! u32 count, then count x (u32 name length, u32 value length),
+//! then each name and value, each followed by a NUL byte (all integers little-endian)
+//! ```
+//!
+//! Working on this form keeps header values as raw bytes end to end (Envoy lets bytes
+//! 0x80-0xFF through) and copies a request's headers without decoding each one.
+
+/// A header as borrowed from a serialized map: name, value.
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
+    let word: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(word)).ok()
+}
+
+/// Parses a serialized map into borrowed pairs; `None` if it is malformed.
+pub fn parse(bytes: &[u8]) -> Option<Vec<Pair<'_>>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let count = read_u32(bytes, 0)?;
+    let sizes_end = count.checked_mul(8)?.checked_add(4)?;
+    if sizes_end > bytes.len() {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(count);
+    let mut at = sizes_end;
+    for i in 0..count {
+        let name_len = read_u32(bytes, 4 + i * 8)?;
+        let value_len = read_u32(bytes, 8 + i * 8)?;
+        let name = bytes.get(at..at.checked_add(name_len)?)?;
+        at = at.checked_add(name_len)?.checked_add(1)?;
+        let value = bytes.get(at..at.checked_add(value_len)?)?;
+        at = at.checked_add(value_len)?.checked_add(1)?;
+        pairs.push((name, value));
+    }
+    Some(pairs)
+}
+
+/// Serializes pairs into one buffer, allocated once.
+pub fn serialize(pairs: &[Pair<'_>]) -> Vec<u8> {
+    let size = 4 + pairs
+        .iter()
+        .map(|(n, v)| 8 + n.len() + v.len() + 2)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&len_u32(pairs.len()));
+    for (name, value) in pairs {
+        out.extend_from_slice(&len_u32(name.len()));
+        out.extend_from_slice(&len_u32(value.len()));
+    }
+    for (name, value) in pairs {
+        out.extend_from_slice(name);
+        out.push(0);
+        out.extend_from_slice(value);
+        out.push(0);
+    }
+    out
+}
+
+fn len_u32(len: usize) -> [u8; 4] {
+    // Header maps are far below 4 GiB; saturate rather than wrap if one ever is not.
+    u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn round_trips_raw_bytes_in_order() {
+        let pairs: Vec<Pair> = vec![
+            (b":method", b"GET"),
+            (b"x-bytes", b"caf\xe9\x00\xff"),
+            (b"x-empty", b""),
+            (b"x-dup", b"1"),
+            (b"x-dup", b"2"),
+        ];
+        let bytes = serialize(&pairs);
+        assert_eq!(parse(&bytes).unwrap(), pairs);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn layout_is_the_proxy_wasm_one() {
+        let bytes = serialize(&[(b"ab", b"c")]);
+        assert_eq!(
+            bytes,
+            [1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, b'a', b'b', 0, b'c', 0]
+        );
+        assert_eq!(serialize(&[]), [0, 0, 0, 0]);
+        assert_eq!(parse(&[]).unwrap(), vec![]);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn malformed_maps_are_refused_not_panicked_on() {
+        let good = serialize(&[(b"ab", b"c")]);
+        // Every cut short of the value itself is refused (a missing final NUL is not).
+        for cut in 1..good.len() - 1 {
+            assert_eq!(parse(&good[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(parse(&[255, 255, 255, 255]), None);
+        assert_eq!(parse(&[1, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0]), None);
+    }
+}
