@@ -2,13 +2,15 @@
 //! demo and for trying the filter by hand:
 //!
 //! ```text
-//! cargo run --release --example upstream -- --port 8081 --name primary [--delay-ms 200] [--status 200]
+//! cargo run --release --example upstream -- --port 8081 --name primary [--delay-ms 200] [--status 200] [--never-answer] [--quiet]
 //! ```
 //!
 //! Listens on 127.0.0.1:PORT, answers every request with STATUS (after DELAY-MS), and
 //! prints one line per request received to stdout: name, method, path with query, a few
 //! headers (host, x-request-id, x-user-id, x-traffic-mirror, content-length,
-//! transfer-encoding) and the body length. Nothing else goes to stdout.
+//! transfer-encoding) and the body length. Nothing else goes to stdout. `--quiet` prints
+//! and keeps nothing (for benchmarks); `--never-answer` holds every request without
+//! answering (a stalled mirror).
 
 #[path = "../tests/support/upstream.rs"]
 mod upstream;
@@ -16,11 +18,15 @@ mod upstream;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: upstream --port PORT --name NAME [--delay-ms N] [--status CODE]";
+const USAGE: &str = "usage: upstream --port PORT --name NAME [--delay-ms N] [--status CODE] [--never-answer] [--quiet]";
+
+/// Longer than any run that uses `--never-answer`.
+const NEVER: Duration = Duration::from_secs(24 * 3600);
 
 fn parse(args: &[String]) -> Result<upstream::Options, String> {
     let mut options = upstream::Options::new("upstream");
     let mut port = None;
+    let mut quiet = false;
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
         let mut value = || iter.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -43,12 +49,15 @@ fn parse(args: &[String]) -> Result<upstream::Options, String> {
                     .filter(|s| (200..600).contains(s))
                     .ok_or_else(|| format!("bad status {v:?}"))?;
             }
+            "--never-answer" => options.behaviour.delay = NEVER,
+            "--quiet" => quiet = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     options.port = port.ok_or("--port is required")?;
-    options.log = true;
+    options.log = !quiet;
+    options.record = !quiet;
     Ok(options)
 }
 

@@ -30,6 +30,7 @@ DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 RSS_REQUESTS = int(os.environ.get("BENCH_RSS_REQUESTS", "100000"))
+RSS_SECONDS = int(os.environ.get("BENCH_RSS_SECONDS", "30"))
 ENVOY_CPU, LOAD_CPU = "0", "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY_BYTES = 16 * 1024
@@ -322,7 +323,8 @@ def main():
             run_wrk(envoy.port, get_lua, 1)
             rss_before = envoy.rss_kib()
             stop_lua = wrk_script(workdir, False, stop_after=RSS_REQUESTS)
-            sent = run_wrk(envoy.port, stop_lua, 120)["requests"]
+            # wrk runs its whole duration even once the script stopped its thread.
+            sent = run_wrk(envoy.port, stop_lua, RSS_SECONDS)["requests"]
             rss_after = envoy.rss_kib()
             stats = envoy.stats()
         finally:
@@ -374,7 +376,8 @@ def main():
         return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
 
     base = {k: cpu(k) for k in ("none", "noop")}
-    print(f"Envoy {result['envoy'].split('/')[1] if '/' in result['envoy'] else result['envoy']}, "
+    version = re.search(r"/(\d+\.\d+\.\d+)/", result["envoy"])
+    print(f"Envoy {version.group(1) if version else result['envoy']}, "
           f"1 worker on CPU {ENVOY_CPU}; wrk -t1 -c{CONNECTIONS} -d{DURATION}s on CPU {LOAD_CPU}; "
           f"median (min–max) of {REPEAT} runs\n")
     print("| configuration | Envoy CPU µs/request | × no filter | × empty wasm | × native | requests/s | p50 ms | p99 ms |")

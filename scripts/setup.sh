@@ -52,10 +52,12 @@ if ! command -v node >/dev/null; then
 fi
 
 # Deployment checks (tests/deploy/): skopeo and Debian's docker-registry for the OCI image
-# round trip, jsonschema and PyYAML in the venv for the manifest checks.
+# round trip, jsonschema and PyYAML in the venv for the manifest checks; wrk for the
+# benchmark.
 need_debs=()
 command -v skopeo >/dev/null || need_debs+=(skopeo)
 command -v docker-registry >/dev/null || need_debs+=(docker-registry)
+command -v wrk >/dev/null || need_debs+=(wrk)  # load generator of scripts/bench.sh
 if [ ${#need_debs[@]} -gt 0 ]; then
   log "installing ${need_debs[*]} (Debian packages, for the OCI image test)"
   # The test starts its own registry on a free loopback port; keep the package's own

@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -136,6 +136,8 @@ pub struct Options {
     pub behaviour: Behaviour,
     /// Print one line per request to stdout.
     pub log: bool,
+    /// Keep every request for [`Upstream::received`] (off for long benchmark runs).
+    pub record: bool,
 }
 
 impl Options {
@@ -145,6 +147,7 @@ impl Options {
             port: 0,
             behaviour: Behaviour::default(),
             log: false,
+            record: true,
         }
     }
 }
@@ -152,7 +155,10 @@ impl Options {
 struct Shared {
     name: String,
     log: bool,
+    record: bool,
     stop: AtomicBool,
+    /// Wakes the connections waiting out a delay when the server stops.
+    stopped: (Mutex<()>, Condvar),
     next_connection: AtomicU64,
     behaviour: Mutex<Behaviour>,
     received: Mutex<Vec<Received>>,
@@ -195,7 +201,9 @@ impl Upstream {
         let shared = Arc::new(Shared {
             name: options.name,
             log: options.log,
+            record: options.record,
             stop: AtomicBool::new(false),
+            stopped: (Mutex::new(()), Condvar::new()),
             next_connection: AtomicU64::new(0),
             behaviour: Mutex::new(options.behaviour),
             received: Mutex::new(Vec::new()),
@@ -253,6 +261,10 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            let _guard = lock(&self.shared.stopped.0);
+            self.shared.stopped.1.notify_all();
+        }
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
@@ -461,19 +473,24 @@ fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::
         }
         let head_only = record.method == "HEAD";
         let summary = format!("{} {} {}\n", shared.name, record.method, record.target);
-        let index = {
+        let index = shared.record.then(|| {
             let mut received = lock(&shared.received);
             received.push(record);
             received.len() - 1
-        };
+        });
 
         let behaviour = lock(&shared.behaviour).clone();
-        let until = Instant::now() + behaviour.delay;
-        while Instant::now() < until {
+        if !behaviour.delay.is_zero() {
+            // Sleeps the whole delay at once (a thousand held connections cost nothing),
+            // waking early only when the server stops.
+            let guard = lock(&shared.stopped.0);
+            let _ = shared
+                .stopped
+                .1
+                .wait_timeout_while(guard, behaviour.delay, |_| !shared.stop.load(Ordering::SeqCst));
             if shared.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
         }
         let mut response = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-upstream: {}\r\n{}\r\n",
@@ -487,8 +504,10 @@ fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::
         if !head_only {
             response.extend_from_slice(summary.as_bytes());
         }
-        if let Some(r) = lock(&shared.received).get_mut(index) {
-            r.answered = Some(Instant::now());
+        if let Some(index) = index {
+            if let Some(r) = lock(&shared.received).get_mut(index) {
+                r.answered = Some(Instant::now());
+            }
         }
         writer.write_all(&response)?;
         writer.flush()?;
