@@ -487,7 +487,9 @@ fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::
             let _ = shared
                 .stopped
                 .1
-                .wait_timeout_while(guard, behaviour.delay, |_| !shared.stop.load(Ordering::SeqCst));
+                .wait_timeout_while(guard, behaviour.delay, |_| {
+                    !shared.stop.load(Ordering::SeqCst)
+                });
             if shared.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
