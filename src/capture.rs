@@ -78,7 +78,7 @@ pub struct ReadyCopy {
     /// Serialized header map (see [`crate::wire`]).
     pub headers: Vec<u8>,
     /// Shared by every target's copy of the same request.
-    pub body: Rc<[u8]>,
+    pub body: Rc<Vec<u8>>,
 }
 
 /// Decides every target for a request at its headers. Returns a capture when at least
@@ -160,7 +160,24 @@ impl Capture {
 
     /// Appends a body chunk; copies whose cap it exceeds are abandoned and counted.
     pub fn add_body(&mut self, chunk: &[u8], metrics: &mut impl Metrics) {
-        let total = self.body.len().saturating_add(chunk.len());
+        if self.keep_within_caps(self.body.len().saturating_add(chunk.len()), metrics) {
+            self.body.extend_from_slice(chunk);
+        }
+    }
+
+    /// As [`Capture::add_body`], with the chunk as read from the host: a body that
+    /// arrives in one chunk is kept as it is rather than copied again.
+    pub fn add_body_chunk(&mut self, chunk: Vec<u8>, metrics: &mut impl Metrics) {
+        if !self.body.is_empty() {
+            self.add_body(&chunk, metrics);
+        } else if self.keep_within_caps(chunk.len(), metrics) {
+            self.body = chunk;
+        }
+    }
+
+    /// Abandons (and counts) the copies whose cap a body of `total` bytes exceeds;
+    /// whether any copy is left.
+    fn keep_within_caps(&mut self, total: usize, metrics: &mut impl Metrics) -> bool {
         self.copies.retain(|copy| {
             let fits = total <= copy.max_body_bytes;
             if !fits {
@@ -170,14 +187,16 @@ impl Capture {
         });
         if self.copies.is_empty() {
             self.body = Vec::new();
+            false
         } else {
-            self.body.extend_from_slice(chunk);
+            true
         }
     }
 
     /// The request is complete: the copies, sharing one body.
     pub fn finish(self) -> Vec<ReadyCopy> {
-        let body: Rc<[u8]> = Rc::from(self.body);
+        // Shared, not copied: the body's bytes are copied once more only by the host.
+        let body = Rc::new(self.body);
         self.copies
             .into_iter()
             .map(|copy| ReadyCopy {
@@ -337,7 +356,7 @@ mod tests {
         let copies = capture.finish();
         assert_eq!(copies.len(), 1);
         assert_eq!(copies[0].target, 1);
-        assert_eq!(&copies[0].body[..], &[7u8; 50][..]);
+        assert_eq!(copies[0].body.as_slice(), &[7u8; 50][..]);
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
@@ -358,6 +377,24 @@ mod tests {
         assert_eq!(tally.get(1, Counter::SkippedBodyTooLarge), 1);
         assert!(!capture.is_active());
         assert!(capture.finish().is_empty());
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn body_read_in_chunks_is_the_same_whatever_their_sizes() {
+        let plan = plan(r#"{"name": "a", "cluster": "c", "percent": 100, "max_body_bytes": 8}"#);
+        let mut tally = Tally::default();
+        let mut whole = begin(&plan, &mut get(&[]), &mut Rng::new(1), &mut tally).unwrap();
+        whole.add_body_chunk(b"abcdefgh".to_vec(), &mut tally);
+        assert_eq!(whole.finish()[0].body.as_slice(), b"abcdefgh");
+        let mut split = begin(&plan, &mut get(&[]), &mut Rng::new(1), &mut tally).unwrap();
+        split.add_body_chunk(b"abc".to_vec(), &mut tally);
+        split.add_body_chunk(b"defgh".to_vec(), &mut tally);
+        assert_eq!(split.finish()[0].body.as_slice(), b"abcdefgh");
+        let mut over = begin(&plan, &mut get(&[]), &mut Rng::new(1), &mut tally).unwrap();
+        over.add_body_chunk(b"abcdefghi".to_vec(), &mut tally);
+        assert!(!over.is_active());
+        assert_eq!(tally.get(0, Counter::SkippedBodyTooLarge), 1);
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
@@ -386,7 +423,7 @@ mod tests {
         capture.add_body(b"world", &mut tally);
         let copies = capture.finish();
         assert_eq!(copies.len(), 2);
-        assert_eq!(&copies[0].body[..], b"hello world");
+        assert_eq!(copies[0].body.as_slice(), b"hello world");
         assert!(Rc::ptr_eq(&copies[0].body, &copies[1].body));
         let has = |i: usize, name: &str, value: &str| {
             wire::parse(&copies[i].headers)

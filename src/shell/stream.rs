@@ -41,7 +41,7 @@ impl Stream {
         if capture.is_active() && body_size > 0 {
             // The chunk that just arrived; it flows on unchanged.
             let chunk = abi::buffer(abi::REQUEST_BODY, 0, body_size).unwrap_or_default();
-            capture.add_body(&chunk, &mut worker.metrics);
+            capture.add_body_chunk(chunk, &mut worker.metrics);
         }
         if end_of_stream {
             self.finish(worker);
