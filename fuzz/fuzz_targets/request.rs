@@ -66,9 +66,14 @@ fuzz_target!(|data: &[u8]| {
     let copies = match begin(plan, &mut request, &mut rng, &mut tally) {
         None => Vec::new(),
         Some(mut capture) => {
-            for chunk in fields {
+            for (i, chunk) in fields.enumerate() {
                 body_len += chunk.len();
-                capture.add_body(chunk, &mut tally);
+                // Both ways a chunk comes in: borrowed, or as read from the host.
+                if i % 2 == 0 {
+                    capture.add_body_chunk(chunk.to_vec(), &mut tally);
+                } else {
+                    capture.add_body(chunk, &mut tally);
+                }
             }
             capture.finish()
         }
