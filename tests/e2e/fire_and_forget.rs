@@ -205,7 +205,8 @@ fn broken_mirrors_add_no_error_and_each_copy_end_is_counted_by_status_class() {
 #[test]
 fn max_in_flight_drops_copies_past_the_limit_without_queueing() {
     let primary = Upstream::start("primary");
-    let mirror = Upstream::start_delayed("mirror", MIRROR_DELAY);
+    // A mirror that answers after 1 s holds its slots that long.
+    let mirror = Upstream::start_delayed("mirror", Duration::from_secs(1));
     let plugin = json!({"targets": [
         {"name": "bounded", "cluster": "mirror", "percent": 100, "max_in_flight": 2},
     ]});

@@ -17,8 +17,10 @@ mod support;
 mod bodies;
 mod copies;
 mod fire_and_forget;
+mod hostile;
 mod loop_guard;
 mod rules;
+mod rules_targets;
 mod sampling;
 mod validate;
 

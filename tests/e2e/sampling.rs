@@ -19,7 +19,7 @@ use crate::{assert_counters, send_all, wait_settled};
 /// threshold = floor(percent * 10_000 + 0.5)
 /// mirror    = bucket < threshold
 /// ```
-fn rule_picks(salt: &str, key: &[u8], percent: f64) -> bool {
+pub fn rule_picks(salt: &str, key: &[u8], percent: f64) -> bool {
     let mut input = salt.as_bytes().to_vec();
     input.push(b':');
     input.extend_from_slice(key);
@@ -29,16 +29,16 @@ fn rule_picks(salt: &str, key: &[u8], percent: f64) -> bool {
 }
 
 /// Which request a copy is a copy of.
-const CASE: &str = "x-case";
+pub const CASE: &str = "x-case";
 
-fn case_of(copy: &Received) -> usize {
+pub fn case_of(copy: &Received) -> usize {
     copy.header_str(CASE)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("copy without {CASE}: {copy:?}"))
 }
 
 /// `n` distinct keys of several shapes (plain, hex, spaces, UTF-8, percent signs).
-fn keys(n: usize) -> Vec<String> {
+pub fn keys(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| match i % 5 {
             0 => format!("user-{i}"),
