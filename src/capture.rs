@@ -31,16 +31,21 @@ pub fn decide(target: &Target, request: &mut impl RequestView, rng: &mut Rng) ->
     if !target.matcher.matches(request) {
         return Decision::NotMatched;
     }
-    let key: Option<Vec<u8>> = match &target.sample_by {
-        SampleKey::Header(name) => request.header(name).filter(|v| !v.is_empty()),
+    // Hashed where the key is read, so that no copy of it is made.
+    let sample = |key: &[u8]| is_sampled(&target.salt, key, target.threshold);
+    let keyed: Option<bool> = match &target.sample_by {
+        SampleKey::Header(name) => request
+            .header(name)
+            .filter(|v| !v.is_empty())
+            .map(|key| sample(&key)),
         SampleKey::Cookie(name) => request
             .header("cookie")
-            .and_then(|cookies| cookie_value(&cookies, name).map(<[u8]>::to_vec)),
-        SampleKey::Query(name) => query_value(request.path(), name).map(<[u8]>::to_vec),
+            .and_then(|cookies| cookie_value(&cookies, name).map(sample)),
+        SampleKey::Query(name) => query_value(request.path(), name).map(sample),
         SampleKey::Random => None,
     };
-    let sampled = match key {
-        Some(key) => is_sampled(&target.salt, &key, target.threshold),
+    let sampled = match keyed {
+        Some(sampled) => sampled,
         None if target.sample_by == SampleKey::Random
             || target.on_missing_key == OnMissingKey::Random =>
         {
