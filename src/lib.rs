@@ -4,9 +4,10 @@
 //! Everything that decides and builds is plain Rust without host calls, tested natively
 //! and on wasm32: [`config`] (parse, validate, compile), [`matching`], [`sampling`],
 //! [`capture`] (one request's way through the plan), [`copy`] (the copy's headers),
-//! [`limits`], [`outbox`] (admission, queue, calls in flight), [`metrics`] and
-//! [`throttle`]. The proxy-wasm contexts in `shell` only read from the host and call
-//! into these; they are compiled for `wasm32-wasip1` only.
+//! [`wire`] (the host's header map format), [`limits`], [`outbox`] (admission and
+//! calls in flight), [`metrics`] and [`throttle`]. The `shell` module, compiled for
+//! `wasm32-wasip1` only, is the proxy-wasm ABI: the callbacks Envoy calls, which read
+//! from the host and call into these.
 
 pub mod capture;
 pub mod config;

@@ -15,7 +15,7 @@ pub trait RequestView {
     fn header_map(&mut self) -> Vec<u8>;
 }
 
-/// A request held as a list of headers: for tests, fuzzing and the benchmark harness.
+/// A request held as a list of headers: for tests and fuzzing.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderList {
     pub headers: Vec<(String, Vec<u8>)>,
