@@ -198,6 +198,15 @@ impl Capture {
         }
     }
 
+    /// Gives up every copy still being captured (the body could not be read), counting
+    /// each as a copy that could not be handed to Envoy.
+    pub fn abandon(&mut self, metrics: &mut impl Metrics) {
+        for copy in self.copies.drain(..) {
+            metrics.count(copy.target, Counter::DispatchFailed);
+        }
+        self.body = Vec::new();
+    }
+
     /// The request is complete: the copies, sharing one body.
     pub fn finish(self) -> Vec<ReadyCopy> {
         // Shared, not copied: the body's bytes are copied once more only by the host.
@@ -400,6 +409,19 @@ mod tests {
         over.add_body_chunk(b"abcdefghi".to_vec(), &mut tally);
         assert!(!over.is_active());
         assert_eq!(tally.get(0, Counter::SkippedBodyTooLarge), 1);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn abandoned_copies_are_counted_and_never_sent() {
+        let plan = plan(r#"{"name": "a", "cluster": "c", "percent": 100}"#);
+        let mut tally = Tally::default();
+        let mut capture = begin(&plan, &mut get(&[]), &mut Rng::new(1), &mut tally).unwrap();
+        capture.add_body(b"part", &mut tally);
+        capture.abandon(&mut tally);
+        assert!(!capture.is_active());
+        assert!(capture.finish().is_empty());
+        assert_eq!(tally.get(0, Counter::DispatchFailed), 1);
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]

@@ -6,7 +6,7 @@ mod abi;
 mod root;
 mod stream;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use abi::LogLevel;
@@ -24,6 +24,27 @@ struct Vm {
 
 thread_local! {
     static VM: RefCell<Vm> = RefCell::new(Vm::default());
+    /// When a failed host call was last logged.
+    static HOST_FAILURE_LOGGED: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Logs a failed host call, at most once a minute per VM: the filter goes on (the
+/// caller treats the value as absent, or abandons the copy), the client never sees it.
+fn host_failed(what: &str, status: abi::Status) {
+    const MINUTE: u64 = 60 * 1_000_000_000;
+    let now = abi::now_nanos();
+    HOST_FAILURE_LOGGED.with(|last| {
+        if last.get().is_none_or(|t| now.saturating_sub(t) >= MINUTE) {
+            last.set(Some(now));
+            abi::log(
+                LogLevel::Warn,
+                &format!(
+                    "traffic-mirror: {what} failed with status {}; logged at most once a minute",
+                    status.0
+                ),
+            );
+        }
+    });
 }
 
 /// Runs `f` on the VM state. Envoy never calls back into a VM that is inside a
@@ -103,8 +124,11 @@ pub extern "C" fn proxy_on_vm_start(_context_id: u32, _vm_configuration_size: us
 
 #[no_mangle]
 pub extern "C" fn proxy_on_configure(context_id: u32, configuration_size: usize) -> u32 {
-    let configuration =
-        abi::buffer(abi::PLUGIN_CONFIGURATION, 0, configuration_size).unwrap_or_default();
+    let configuration = abi::buffer(abi::PLUGIN_CONFIGURATION, 0, configuration_size)
+        .unwrap_or_else(|status| {
+            host_failed("reading the plugin configuration", status);
+            Vec::new()
+        });
     let Some(worker) = root::configure(&configuration) else {
         return 0;
     };

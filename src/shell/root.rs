@@ -162,9 +162,11 @@ impl Worker {
 
     /// Call `token` ended; counts it by the answer's status.
     pub fn call_ended(&mut self, token: u32) {
-        let status = abi::header(abi::HTTP_CALL_RESPONSE_HEADERS, ":status")
-            .ok()
-            .flatten();
+        let status =
+            abi::header(abi::HTTP_CALL_RESPONSE_HEADERS, ":status").unwrap_or_else(|status| {
+                super::host_failed("reading a mirror answer's :status", status);
+                None
+            });
         let Some((index, counter)) = self
             .outbox
             .ended(token, status.as_deref(), &mut self.metrics)

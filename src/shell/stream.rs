@@ -2,8 +2,8 @@
 //! they flow on (it always continues), and sends the copies once the request is
 //! complete.
 
-use super::abi;
 use super::root::Worker;
+use super::{abi, host_failed};
 use crate::capture::{self, Capture};
 use crate::request::RequestView;
 
@@ -40,8 +40,14 @@ impl Stream {
         };
         if capture.is_active() && body_size > 0 {
             // The chunk that just arrived; it flows on unchanged.
-            let chunk = abi::buffer(abi::REQUEST_BODY, 0, body_size).unwrap_or_default();
-            capture.add_body_chunk(chunk, &mut worker.metrics);
+            match abi::buffer(abi::REQUEST_BODY, 0, body_size) {
+                Ok(chunk) => capture.add_body_chunk(chunk, &mut worker.metrics),
+                Err(status) => {
+                    // A copy is never sent with part of its body.
+                    host_failed("reading a request body chunk", status);
+                    capture.abandon(&mut worker.metrics);
+                }
+            }
         }
         if end_of_stream {
             self.finish(worker);
@@ -64,7 +70,10 @@ struct HostRequest {
 }
 
 fn request_header(name: &str) -> Option<Vec<u8>> {
-    abi::header(abi::REQUEST_HEADERS, name).ok().flatten()
+    abi::header(abi::REQUEST_HEADERS, name).unwrap_or_else(|status| {
+        host_failed("reading a request header", status);
+        None
+    })
 }
 
 impl RequestView for HostRequest {
@@ -83,6 +92,10 @@ impl RequestView for HostRequest {
     }
 
     fn header_map(&mut self) -> Vec<u8> {
-        abi::header_map(abi::REQUEST_HEADERS).unwrap_or_default()
+        // An empty map makes Envoy refuse the copy, which counts in dispatch_failed.
+        abi::header_map(abi::REQUEST_HEADERS).unwrap_or_else(|status| {
+            host_failed("reading the request header map", status);
+            Vec::new()
+        })
     }
 }
