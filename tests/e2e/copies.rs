@@ -53,7 +53,7 @@ fn text(bytes: &[u8]) -> String {
 ///
 /// Everything else — every other header, with its value bytes, its name and its place
 /// in the order, duplicates included — must be the same on both sides.
-fn assert_copy_of(copy: &Received, primary: &Received, target: &str, timeout_ms: u64) {
+pub fn assert_copy_of(copy: &Received, primary: &Received, target: &str, timeout_ms: u64) {
     let what = format!("copy to {target} of {} {}", primary.method, primary.target);
     assert_eq!(copy.method, primary.method, "{what}: method");
     assert_eq!(copy.target, primary.target, "{what}: path with query");

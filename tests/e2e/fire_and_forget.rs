@@ -142,19 +142,37 @@ fn broken_mirrors_add_no_error_and_each_copy_end_is_counted_by_status_class() {
             .cluster("dead", closed_port())
             .cluster("late", late.addr()),
     );
-    let requests: Vec<Request> = (0..3)
-        .map(|i| Request::post(&format!("/broken/{i}"), pattern(100, i)))
+    // Bodiless, with a body, chunked; over two keep-alive connections.
+    let requests: Vec<Request> = (0..9u64)
+        .map(|i| {
+            let path = format!("/broken/{i}");
+            match i % 3 {
+                0 => Request::get(&path),
+                1 => Request::post(&path, pattern(100, i)),
+                _ => Request::new("PUT", &path).chunked(&pattern(3000, i), 1000),
+            }
+        })
         .collect();
-    for response in send_all(envoy.listener(), &requests, 1, 1) {
-        assert!(response.elapsed < FAST, "took {:?}", response.elapsed);
+    let n = requests.len() as u64;
+    // Every client request a 200 from the primary, fast.
+    for (request, response) in requests
+        .iter()
+        .zip(send_all(envoy.listener(), &requests, 1, 2))
+    {
+        assert!(
+            response.elapsed < FAST,
+            "{} took {:?}",
+            request.target,
+            response.elapsed
+        );
     }
 
     let ended = |class: &'static str| {
         vec![
-            ("requests", 3),
-            ("sampled", 3),
-            ("dispatched", 3),
-            (class, 3),
+            ("requests", n),
+            ("sampled", n),
+            ("dispatched", n),
+            (class, n),
         ]
     };
     let expected: [(&str, Vec<(&str, u64)>); 6] = [
@@ -167,7 +185,7 @@ fn broken_mirrors_add_no_error_and_each_copy_end_is_counted_by_status_class() {
         // Envoy refuses a call to an unknown cluster.
         (
             "nowhere",
-            vec![("requests", 3), ("sampled", 3), ("dispatch_failed", 3)],
+            vec![("requests", n), ("sampled", n), ("dispatch_failed", n)],
         ),
     ];
     for (target, counters) in &expected {
@@ -175,12 +193,12 @@ fn broken_mirrors_add_no_error_and_each_copy_end_is_counted_by_status_class() {
         assert_counters(&envoy, target, counters);
     }
     for upstream in [&unavailable, &not_found, &redirect, &late] {
-        assert_eq!(upstream.count(), 3, "copies at {}", upstream.name());
+        assert_eq!(upstream.count() as u64, n, "copies at {}", upstream.name());
     }
-    assert_eq!(primary.count(), 3);
+    assert_eq!(primary.count() as u64, n);
 
     // Failures are logged, at most once a minute per target and reason: one line each
-    // for three failed copies, naming what happened.
+    // for nine failed copies, naming what happened.
     let log = envoy.log();
     for (target, detail) in [
         ("unavailable", "503"),
@@ -206,7 +224,8 @@ fn broken_mirrors_add_no_error_and_each_copy_end_is_counted_by_status_class() {
 fn max_in_flight_drops_copies_past_the_limit_without_queueing() {
     let primary = Upstream::start("primary");
     // A mirror that answers after 1 s holds its slots that long.
-    let mirror = Upstream::start_delayed("mirror", Duration::from_secs(1));
+    let held = Duration::from_secs(1);
+    let mirror = Upstream::start_delayed("mirror", held);
     let plugin = json!({"targets": [
         {"name": "bounded", "cluster": "mirror", "percent": 100, "max_in_flight": 2},
     ]});
@@ -215,35 +234,81 @@ fn max_in_flight_drops_copies_past_the_limit_without_queueing() {
         primary.addr(),
         mirror.addr(),
     ));
-    // Sent well within the mirror's delay: the first two copies hold both slots.
-    let requests: Vec<Request> = (0..6)
-        .map(|i| Request::get(&format!("/bounded/{i}")))
+    // Sent one after the other well within the mirror's delay: the first two copies
+    // hold both slots, the other six (a body among them) find none.
+    let requests: Vec<Request> = (0..8)
+        .map(|i| match i {
+            5 => Request::post("/bounded/5", pattern(5000, 5)),
+            _ => Request::get(&format!("/bounded/{i}")),
+        })
         .collect();
     let started = Instant::now();
-    send_all(envoy.listener(), &requests, 1, 1);
+    // Each one a 200 from the primary...
+    let responses = send_all(envoy.listener(), &requests, 1, 1);
     let elapsed = started.elapsed();
+    // ... and fast: nothing waits for a slot or for the mirror.
+    for (request, response) in requests.iter().zip(&responses) {
+        assert!(
+            response.elapsed < FAST,
+            "{} took {:?} with a mirror answering after {held:?}",
+            request.target,
+            response.elapsed
+        );
+    }
     assert!(elapsed < FAST, "sending took {elapsed:?}");
+    let clients_done = responses.iter().map(|r| r.finished).max().unwrap();
 
+    // Both slots taken while the mirror sits on the two copies (checked only if the
+    // mirror had begun no answer before nor after reading the gauge, as above).
+    let none_answered = || mirror.received().iter().all(|c| c.answered.is_none());
+    let before = none_answered();
+    let gauge = envoy.mirror_stat("bounded", "in_flight");
+    if before && none_answered() {
+        assert_eq!(gauge, 2, "in_flight while the mirror holds both copies");
+    } else {
+        eprintln!("note: the mirror answered before in_flight could be read; not checked");
+    }
+
+    // Exact counters once the answers came, in_flight back to 0.
     wait_settled(&envoy, "bounded");
     assert_counters(
         &envoy,
         "bounded",
         &[
-            ("requests", 6),
-            ("sampled", 6),
+            ("requests", 8),
+            ("sampled", 8),
             ("dispatched", 2),
-            ("skipped_in_flight", 4),
+            ("skipped_in_flight", 6),
             ("responses_2xx", 2),
         ],
     );
-    assert_eq!(mirror.count(), 2);
+    // The first two, answered a second later, long after the clients were done.
+    let copies = mirror.received();
+    let mut paths: Vec<&str> = copies.iter().map(|c| c.target.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["/bounded/0", "/bounded/1"]);
+    for copy in &copies {
+        let answered = copy.answered.unwrap();
+        assert!(answered >= copy.completed + held, "{}", copy.target);
+        assert!(answered > clients_done, "{}", copy.target);
+    }
 
     // The slots are free again once the answers came.
     mirror.set_delay(Duration::ZERO);
     send_all(envoy.listener(), &[Request::get("/bounded/after")], 1, 1);
     wait_settled(&envoy, "bounded");
-    assert_eq!(envoy.mirror_stat("bounded", "dispatched"), 3);
-    assert_eq!(envoy.mirror_stat("bounded", "responses_2xx"), 3);
+    assert_counters(
+        &envoy,
+        "bounded",
+        &[
+            ("requests", 9),
+            ("sampled", 9),
+            ("dispatched", 3),
+            ("skipped_in_flight", 6),
+            ("responses_2xx", 3),
+        ],
+    );
+    assert_eq!(mirror.received()[2].target, "/bounded/after");
 }
 
 #[test]

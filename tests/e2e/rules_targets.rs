@@ -31,7 +31,7 @@ fn targets_with_different_ratios_decide_independently_and_equal_salts_nest() {
             .cluster("low", low.addr()),
     );
     let keys = keys(600);
-    let requests: Vec<Request> = keys
+    let mut requests: Vec<Request> = keys
         .iter()
         .enumerate()
         .map(|(i, key)| {
@@ -40,6 +40,11 @@ fn targets_with_different_ratios_decide_independently_and_equal_salts_nest() {
                 .header(CASE, i.to_string())
         })
         .collect();
+    // And some without the key: each target counts them on its own.
+    let keyless = 20;
+    requests.extend((0..keyless).map(|i| {
+        Request::get(&format!("/multi/nokey/{i}")).header(CASE, (keys.len() + i).to_string())
+    }));
     send_all(envoy.listener(), &requests, 2, 2);
 
     let mut picked: Vec<BTreeSet<usize>> = Vec::new();
@@ -47,16 +52,22 @@ fn targets_with_different_ratios_decide_independently_and_equal_salts_nest() {
         let expected: BTreeSet<usize> = (0..keys.len())
             .filter(|&i| rule_picks(salt, keys[i].as_bytes(), *percent))
             .collect();
+        let share = expected.len() as f64 / keys.len() as f64 * 100.0;
+        assert!(
+            (percent - 6.0..percent + 6.0).contains(&share),
+            "the rule picks {share:.1} % of the keys at {percent} %"
+        );
         wait_settled(&envoy, name);
         let n = expected.len() as u64;
         assert_counters(
             &envoy,
             name,
             &[
-                ("requests", keys.len() as u64),
+                ("requests", requests.len() as u64),
                 ("sampled", n),
                 ("dispatched", n),
                 ("responses_2xx", n),
+                ("skipped_missing_key", keyless as u64),
             ],
         );
         let copies = mirror.received();
@@ -79,10 +90,16 @@ fn targets_with_different_ratios_decide_independently_and_equal_salts_nest() {
     // Equal salts: the 20 % subset lies inside the 30 % one.
     assert!(low_set.is_subset(nested_set), "equal salts must nest");
     assert!(nested_set.len() > low_set.len());
-    // Different salts: independent decisions, so neither set contains the other.
+    // Different salts: independent decisions. Neither set contains the other, and they
+    // overlap about as much as chance gives (20 % of 60 % of the keys, 72).
     assert!(
         !low_set.is_subset(high_set),
         "salt b must not pick a superset of salt a"
     );
-    assert!(!high_set.is_disjoint(low_set));
+    let overlap = low_set.intersection(high_set).count() as f64;
+    let chance = low_set.len() as f64 * high_set.len() as f64 / keys.len() as f64;
+    assert!(
+        (overlap - chance).abs() < 0.3 * chance,
+        "{overlap} keys picked by both low and high; {chance:.0} expected by chance"
+    );
 }
