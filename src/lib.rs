@@ -9,9 +9,11 @@
 //! `wasm32-wasip1` only, is the proxy-wasm ABI: the callbacks Envoy calls, which read
 //! from the host and call into these.
 
+pub mod budget;
 pub mod capture;
 pub mod config;
 pub mod copy;
+pub mod drain;
 pub mod limits;
 pub mod matching;
 pub mod metrics;

@@ -11,6 +11,8 @@ pub enum Counter {
     SkippedBodyTooLarge,
     SkippedRateLimited,
     SkippedInFlight,
+    SkippedBufferFull,
+    SkippedIncomplete,
     DispatchFailed,
     Responses2xx,
     Responses3xx,
@@ -20,7 +22,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 16] = [
         Counter::Requests,
         Counter::Sampled,
         Counter::Dispatched,
@@ -29,7 +31,31 @@ impl Counter {
         Counter::SkippedBodyTooLarge,
         Counter::SkippedRateLimited,
         Counter::SkippedInFlight,
+        Counter::SkippedBufferFull,
+        Counter::SkippedIncomplete,
         Counter::DispatchFailed,
+        Counter::Responses2xx,
+        Counter::Responses3xx,
+        Counter::Responses4xx,
+        Counter::Responses5xx,
+        Counter::ResponsesFailed,
+    ];
+
+    /// Where every sampled request ends, exactly once: once no request is in progress,
+    /// `sampled` is the sum of these.
+    pub const SAMPLED_OUTCOMES: [Counter; 7] = [
+        Counter::Dispatched,
+        Counter::DispatchFailed,
+        Counter::SkippedBodyTooLarge,
+        Counter::SkippedBufferFull,
+        Counter::SkippedRateLimited,
+        Counter::SkippedInFlight,
+        Counter::SkippedIncomplete,
+    ];
+
+    /// Where every dispatched copy ends, exactly once: once no copy is in flight,
+    /// `dispatched` is the sum of these.
+    pub const RESPONSES: [Counter; 5] = [
         Counter::Responses2xx,
         Counter::Responses3xx,
         Counter::Responses4xx,
@@ -47,6 +73,8 @@ impl Counter {
             Counter::SkippedBodyTooLarge => "skipped_body_too_large",
             Counter::SkippedRateLimited => "skipped_rate_limited",
             Counter::SkippedInFlight => "skipped_in_flight",
+            Counter::SkippedBufferFull => "skipped_buffer_full",
+            Counter::SkippedIncomplete => "skipped_incomplete",
             Counter::DispatchFailed => "dispatch_failed",
             Counter::Responses2xx => "responses_2xx",
             Counter::Responses3xx => "responses_3xx",
@@ -175,7 +203,7 @@ mod tests {
             "traffic_mirror.a-b.in_flight"
         );
         let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 16);
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(c.index(), i);
         }

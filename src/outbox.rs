@@ -90,6 +90,11 @@ impl Outbox {
         Some((target, counter))
     }
 
+    /// Calls in flight (sent and not yet ended).
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
     /// Whether call `token` is in flight here.
     pub fn has_call(&self, token: u32) -> bool {
         self.calls.contains_key(&token)

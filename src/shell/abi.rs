@@ -26,6 +26,9 @@ pub const COUNTER: u32 = 0;
 pub const GAUGE: u32 = 1;
 /// Return value of the request callbacks: go on (the filter never pauses a request).
 pub const CONTINUE: u32 = 0;
+/// Return values of `proxy_on_done`.
+pub const DONE: u32 = 1;
+pub const NOT_DONE: u32 = 0;
 
 #[derive(Debug, Clone, Copy)]
 #[repr(u32)]
@@ -70,6 +73,7 @@ extern "C" {
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+    fn proxy_done() -> u32;
 }
 
 /// Memory the host asks for to hand a buffer over; ownership comes back through
@@ -198,6 +202,13 @@ pub fn define_metric(kind: u32, name: &str) -> Result<u32, Status> {
 pub fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
     // SAFETY: plain values only.
     check(unsafe { proxy_increment_metric(id, offset) })
+}
+
+/// Tells the host that the current root context, which answered `proxy_on_done` with
+/// "not yet", is done now; the host then deletes it.
+pub fn done() -> Result<(), Status> {
+    // SAFETY: no arguments.
+    check(unsafe { proxy_done() })
 }
 
 /// Wall-clock time in nanoseconds (0 if the host cannot tell).

@@ -9,6 +9,8 @@ mod stream;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
+use crate::budget::Budget;
+use crate::metrics::Tally;
 use abi::LogLevel;
 use root::Worker;
 use stream::Stream;
@@ -20,6 +22,8 @@ struct Vm {
     roots: HashMap<u32, Option<Worker>>,
     /// HTTP contexts, one per request in progress.
     streams: HashMap<u32, Stream>,
+    /// Bytes held for copies by every request of every root (`max_buffered_bytes`).
+    budget: Budget,
 }
 
 thread_local! {
@@ -63,14 +67,14 @@ fn with_vm<R>(default: R, f: impl FnOnce(&mut Vm) -> R) -> R {
     })
 }
 
-/// Runs `f` on an HTTP context and its configured root.
-fn with_stream(context_id: u32, f: impl FnOnce(&mut Stream, &mut Worker)) {
+/// Runs `f` on an HTTP context, its configured root and the VM's budget.
+fn with_stream(context_id: u32, f: impl FnOnce(&mut Stream, &mut Worker, &mut Budget)) {
     with_vm((), |vm| {
         let Some(stream) = vm.streams.get_mut(&context_id) else {
             return;
         };
         if let Some(Some(worker)) = vm.roots.get_mut(&stream.root) {
-            f(stream, worker);
+            f(stream, worker, &mut vm.budget);
         }
     });
 }
@@ -144,8 +148,8 @@ pub extern "C" fn proxy_on_request_headers(
     _num_headers: usize,
     end_of_stream: u32,
 ) -> u32 {
-    with_stream(context_id, |stream, worker| {
-        stream.on_request_headers(worker, end_of_stream != 0);
+    with_stream(context_id, |stream, worker, budget| {
+        stream.on_request_headers(worker, budget, end_of_stream != 0);
     });
     abi::CONTINUE
 }
@@ -156,15 +160,17 @@ pub extern "C" fn proxy_on_request_body(
     body_size: usize,
     end_of_stream: u32,
 ) -> u32 {
-    with_stream(context_id, |stream, worker| {
-        stream.on_request_body(worker, body_size, end_of_stream != 0);
+    with_stream(context_id, |stream, worker, budget| {
+        stream.on_request_body(worker, budget, body_size, end_of_stream != 0);
     });
     abi::CONTINUE
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_trailers(context_id: u32, _num_trailers: usize) -> u32 {
-    with_stream(context_id, |stream, worker| stream.finish(worker));
+    with_stream(context_id, |stream, worker, budget| {
+        stream.finish(worker, budget);
+    });
     abi::CONTINUE
 }
 
@@ -187,20 +193,48 @@ pub extern "C" fn proxy_on_http_call_response(
                 .flatten()
                 .find(|worker| worker.owns_call(token)),
         };
-        if let Some(worker) = worker {
-            worker.call_ended(token);
+        if worker.is_some_and(|worker| worker.call_ended(token)) {
+            // The last copy a replaced configuration waited for: its root may go. The
+            // host deletes it once this callback has returned.
+            if let Err(status) = abi::done() {
+                host_failed("telling Envoy a replaced configuration is done", status);
+            }
         }
     });
 }
 
-// `proxy_on_done` and `proxy_on_log` are not exported: Envoy skips callbacks a module
-// does not export, which saves two calls into the VM per request. Nor are any of the
-// response callbacks: the filter never looks at responses.
+/// Envoy asks whether a context may be deleted. Requests: always. A root context is
+/// asked when its configuration has been replaced and no request uses it any more: it
+/// stays until every copy it sent has ended and been counted (see [`crate::drain`]).
+#[no_mangle]
+pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
+    with_vm(abi::DONE, |vm| match vm.roots.get_mut(&context_id) {
+        Some(Some(worker)) => {
+            if worker.retire() {
+                abi::DONE
+            } else {
+                abi::NOT_DONE
+            }
+        }
+        _ => abi::DONE,
+    })
+}
+
+// `proxy_on_log` is not exported: Envoy skips callbacks a module does not export, which
+// saves a call into the VM per request. Nor are any of the response callbacks: the
+// filter never looks at responses.
 
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
     with_vm((), |vm| {
-        if vm.streams.remove(&context_id).is_none() {
+        if let Some(stream) = vm.streams.remove(&context_id) {
+            // A request that ended before it was complete. (Envoy deletes a root only
+            // after its requests, so the root is there.)
+            match vm.roots.get_mut(&stream.root) {
+                Some(Some(worker)) => stream.end(&mut worker.metrics, &mut vm.budget),
+                _ => stream.end(&mut Tally::default(), &mut vm.budget),
+            }
+        } else {
             vm.roots.remove(&context_id);
         }
     });

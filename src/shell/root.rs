@@ -9,6 +9,7 @@ use std::hash::BuildHasher;
 use super::abi::{self, LogLevel};
 use crate::capture::ReadyCopy;
 use crate::config::{self, Plan};
+use crate::drain::Retirement;
 use crate::metrics::{metric_name, Counter, Metrics, IN_FLIGHT};
 use crate::outbox::Outbox;
 use crate::sampling::Rng;
@@ -79,6 +80,7 @@ pub struct Worker {
     pub metrics: HostMetrics,
     pub throttle: LogThrottle,
     pub rng: Rng,
+    pub retirement: Retirement,
 }
 
 /// Parses the plugin configuration; on error logs the one line and returns `None`,
@@ -113,12 +115,13 @@ pub fn configure(configuration: &[u8]) -> Option<Worker> {
         // RandomState draws its keys from WASI's random_get, i.e. the host.
         rng: Rng::new(RandomState::new().hash_one(abi::now_nanos())),
         plan,
+        retirement: Retirement::Serving,
     })
 }
 
 impl Worker {
     /// Sends the complete copies of one request, each past its target's limits.
-    pub fn send(&mut self, copies: Vec<ReadyCopy>) {
+    pub fn send(&mut self, copies: &[ReadyCopy]) {
         for copy in copies {
             let Some(target) = self.plan.targets.get(copy.target) else {
                 continue;
@@ -160,8 +163,36 @@ impl Worker {
         self.outbox.has_call(token)
     }
 
-    /// Call `token` ended; counts it by the answer's status.
-    pub fn call_ended(&mut self, token: u32) {
+    /// Envoy replaced this configuration and asks whether its root may go: at once
+    /// when no copy is in flight, otherwise once the last one has ended and been counted.
+    pub fn retire(&mut self) -> bool {
+        let in_flight = self.outbox.calls_in_flight();
+        let done = self.retirement.on_done(in_flight);
+        if !done {
+            abi::log(
+                LogLevel::Info,
+                &format!("traffic-mirror: configuration replaced; counting the {in_flight} copies still in flight as they end"),
+            );
+        }
+        done
+    }
+
+    /// Call `token` ended; counts it by the answer's status. Returns whether this was
+    /// the last copy a replaced configuration waited for: then the host must be told
+    /// that the root is done.
+    pub fn call_ended(&mut self, token: u32) -> bool {
+        self.count_answer(token);
+        let drained = self.retirement.on_call_ended(self.outbox.calls_in_flight());
+        if drained {
+            abi::log(
+                LogLevel::Info,
+                "traffic-mirror: replaced configuration drained: every copy it sent has ended",
+            );
+        }
+        drained
+    }
+
+    fn count_answer(&mut self, token: u32) {
         let status =
             abi::header(abi::HTTP_CALL_RESPONSE_HEADERS, ":status").unwrap_or_else(|status| {
                 super::host_failed("reading a mirror answer's :status", status);

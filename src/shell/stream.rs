@@ -1,10 +1,12 @@
 //! An HTTP context, one per request: decides at the headers, copies body chunks as
 //! they flow on (it always continues), and sends the copies once the request is
-//! complete.
+//! complete. A request that ends before that sends nothing.
 
 use super::root::Worker;
 use super::{abi, host_failed};
+use crate::budget::Budget;
 use crate::capture::{self, Capture};
+use crate::metrics::Metrics;
 use crate::request::RequestView;
 
 pub struct Stream {
@@ -21,7 +23,12 @@ impl Stream {
         }
     }
 
-    pub fn on_request_headers(&mut self, worker: &mut Worker, end_of_stream: bool) {
+    pub fn on_request_headers(
+        &mut self,
+        worker: &mut Worker,
+        budget: &mut Budget,
+        end_of_stream: bool,
+    ) {
         let mut request = HostRequest::default();
         self.capture = capture::begin(
             &worker.plan,
@@ -30,34 +37,53 @@ impl Stream {
             &mut worker.metrics,
         );
         if end_of_stream {
-            self.finish(worker);
+            self.finish(worker, budget);
+        } else if let Some(capture) = self.capture.as_mut() {
+            capture.hold(budget, &mut worker.metrics);
         }
     }
 
-    pub fn on_request_body(&mut self, worker: &mut Worker, body_size: usize, end_of_stream: bool) {
+    pub fn on_request_body(
+        &mut self,
+        worker: &mut Worker,
+        budget: &mut Budget,
+        body_size: usize,
+        end_of_stream: bool,
+    ) {
         let Some(capture) = self.capture.as_mut() else {
             return;
         };
         if capture.is_active() && body_size > 0 {
             // The chunk that just arrived; it flows on unchanged.
             match abi::buffer(abi::REQUEST_BODY, 0, body_size) {
-                Ok(chunk) => capture.add_body_chunk(chunk, &mut worker.metrics),
+                Ok(chunk) => capture.add_body_chunk(chunk, budget, &mut worker.metrics),
                 Err(status) => {
                     // A copy is never sent with part of its body.
                     host_failed("reading a request body chunk", status);
-                    capture.abandon(&mut worker.metrics);
+                    capture.abandon(budget, &mut worker.metrics);
                 }
             }
         }
         if end_of_stream {
-            self.finish(worker);
+            self.finish(worker, budget);
         }
     }
 
-    /// The request is complete (its trailers, if any, are not copied).
-    pub fn finish(&mut self, worker: &mut Worker) {
+    /// The request is complete (its trailers, if any, are not copied): the copies go
+    /// to Envoy, and their bytes back to the budget.
+    pub fn finish(&mut self, worker: &mut Worker, budget: &mut Budget) {
         if let Some(capture) = self.capture.take() {
-            worker.send(capture.finish());
+            let finished = capture.finish(budget, &mut worker.metrics);
+            worker.send(&finished.copies);
+            finished.release(budget);
+        }
+    }
+
+    /// The request is gone (`proxy_on_delete`): if it ended before it was complete, its
+    /// copies count in `skipped_incomplete` and their bytes go back to the budget.
+    pub fn end(self, metrics: &mut impl Metrics, budget: &mut Budget) {
+        if let Some(capture) = self.capture {
+            capture.end_incomplete(budget, metrics);
         }
     }
 }

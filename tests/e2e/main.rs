@@ -22,6 +22,7 @@ mod loop_guard;
 mod rules;
 mod rules_targets;
 mod sampling;
+mod updates;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -29,35 +30,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::{wait_for, Connection, Envoy, Request, Response};
+use traffic_mirror::metrics::{Counter, IN_FLIGHT};
 
 /// Deadline for copies to arrive and their answers to be counted (normally a few ms).
 pub const SETTLE: Duration = Duration::from_secs(20);
-
-/// Every counter a target has, in the specification's order.
-pub const COUNTERS: [&str; 14] = [
-    "requests",
-    "sampled",
-    "dispatched",
-    "skipped_loop",
-    "skipped_missing_key",
-    "skipped_body_too_large",
-    "skipped_rate_limited",
-    "skipped_in_flight",
-    "dispatch_failed",
-    "responses_2xx",
-    "responses_3xx",
-    "responses_4xx",
-    "responses_5xx",
-    "responses_failed",
-];
-
-const RESPONSES: [&str; 5] = [
-    "responses_2xx",
-    "responses_3xx",
-    "responses_4xx",
-    "responses_5xx",
-    "responses_failed",
-];
 
 /// Waits until every copy `target` decided on has been dispatched (or refused, or
 /// dropped by a limit) and every copy dispatched has ended: `sampled` equals
@@ -72,17 +48,11 @@ pub fn wait_settled(envoy: &Envoy, target: &str) -> BTreeMap<String, u64> {
         || {
             let stats = envoy.mirror_stats(target);
             let get = |name: &str| stats.get(name).copied().unwrap_or(0);
-            let decided: u64 = [
-                "dispatched",
-                "skipped_body_too_large",
-                "skipped_rate_limited",
-                "skipped_in_flight",
-                "dispatch_failed",
-            ]
-            .iter()
-            .map(|name| get(name))
-            .sum();
-            let ended: u64 = RESPONSES.iter().map(|name| get(name)).sum();
+            let decided: u64 = Counter::SAMPLED_OUTCOMES
+                .iter()
+                .map(|c| get(c.name()))
+                .sum();
+            let ended: u64 = Counter::RESPONSES.iter().map(|c| get(c.name())).sum();
             if decided >= get("sampled") && get("in_flight") == 0 && ended >= get("dispatched") {
                 Ok(stats)
             } else {
@@ -92,12 +62,30 @@ pub fn wait_settled(envoy: &Envoy, target: &str) -> BTreeMap<String, u64> {
     )
 }
 
+/// Waits until a target has settled (see [`wait_settled`]), then asserts the
+/// specification's identities exactly: `sampled` is the sum of where sampled requests
+/// end, `dispatched` the sum of the `responses_*`, `in_flight` is 0. Returns the stats.
+pub fn assert_accounted(envoy: &Envoy, target: &str) -> BTreeMap<String, u64> {
+    let stats = wait_settled(envoy, target);
+    let get = |name: &str| stats.get(name).copied().unwrap_or(0);
+    let outcomes: u64 = Counter::SAMPLED_OUTCOMES
+        .iter()
+        .map(|c| get(c.name()))
+        .sum();
+    let ended: u64 = Counter::RESPONSES.iter().map(|c| get(c.name())).sum();
+    assert_eq!(get("sampled"), outcomes, "target {target}: {stats:?}");
+    assert_eq!(get("dispatched"), ended, "target {target}: {stats:?}");
+    assert_eq!(get(IN_FLIGHT), 0, "target {target}: {stats:?}");
+    stats
+}
+
 /// Asserts a target's stats exactly: the counters named here have these values, every
 /// other counter and the `in_flight` gauge are 0.
 pub fn assert_counters(envoy: &Envoy, target: &str, expected: &[(&str, u64)]) {
-    let mut want: BTreeMap<String, u64> = COUNTERS
+    let mut want: BTreeMap<String, u64> = Counter::ALL
         .iter()
-        .chain(["in_flight"].iter())
+        .map(|c| c.name())
+        .chain([IN_FLIGHT])
         .map(|name| (name.to_string(), 0))
         .collect();
     for (name, value) in expected {

@@ -84,15 +84,40 @@ impl Drop for WorkDir {
     }
 }
 
+/// The failure policy the shipped configurations use, and so the tests.
+pub const FAILURE_POLICY: &str = "FAIL_OPEN";
+
+/// Circuit breaker thresholds of the test clusters unless a test sets its own: far
+/// above what any test sends, so that Envoy's own overflow never answers a copy.
+const TEST_CIRCUIT_BREAKER: u32 = 100_000;
+
+/// How the plugin reaches Envoy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Inline in the bootstrap, as the shipped Envoy configurations carry it.
+    Inline,
+    /// Through ECDS from a watched directory, exactly as Istio delivers a `WasmPlugin`:
+    /// the filter named `extensions.istio.io/wasmplugin/<ns>.<name>`, the `Wasm`
+    /// config named `<ns>.<name>` with no `vm_id`, and the configuration as compact JSON
+    /// with sorted keys. [`Envoy::push`] delivers a new version.
+    Ecds { namespace: String, name: String },
+}
+
 /// What one Envoy runs: the plugin configuration, the clusters, the worker count.
 #[derive(Debug, Clone)]
 pub struct EnvoyConfig {
     /// The plugin's JSON configuration, passed as is.
     pub plugin: String,
-    /// Clusters by name: `primary` (the route's), `mirror`, and any extra.
-    pub clusters: Vec<(String, SocketAddr)>,
+    /// Clusters by name: `primary` (the route's), `mirror`, and any extra, each with
+    /// its circuit breaker thresholds.
+    pub clusters: Vec<(String, SocketAddr, u32)>,
     /// `--concurrency`.
     pub concurrency: u32,
+    /// The wasm module (default: the built traffic_mirror.wasm).
+    pub module: PathBuf,
+    /// `failure_policy` of the wasm filter.
+    pub failure_policy: String,
+    pub delivery: Delivery,
 }
 
 impl EnvoyConfig {
@@ -100,13 +125,31 @@ impl EnvoyConfig {
     pub fn new(plugin: &str, primary: SocketAddr, mirror: SocketAddr) -> EnvoyConfig {
         EnvoyConfig {
             plugin: plugin.to_string(),
-            clusters: vec![("primary".into(), primary), ("mirror".into(), mirror)],
+            clusters: vec![
+                ("primary".into(), primary, TEST_CIRCUIT_BREAKER),
+                ("mirror".into(), mirror, TEST_CIRCUIT_BREAKER),
+            ],
             concurrency: 1,
+            module: module(),
+            failure_policy: FAILURE_POLICY.to_string(),
+            delivery: Delivery::Inline,
         }
     }
 
     pub fn cluster(mut self, name: &str, addr: SocketAddr) -> EnvoyConfig {
-        self.clusters.push((name.to_string(), addr));
+        self.clusters
+            .push((name.to_string(), addr, TEST_CIRCUIT_BREAKER));
+        self
+    }
+
+    /// Sets the circuit breaker thresholds (connections, pending and active requests)
+    /// of a cluster already added.
+    pub fn circuit_breaker(mut self, name: &str, max: u32) -> EnvoyConfig {
+        for cluster in &mut self.clusters {
+            if cluster.0 == name {
+                cluster.2 = max;
+            }
+        }
         self
     }
 
@@ -115,14 +158,116 @@ impl EnvoyConfig {
         self
     }
 
-    /// The bootstrap YAML.
-    pub fn yaml(&self) -> String {
+    pub fn module(mut self, module: PathBuf) -> EnvoyConfig {
+        self.module = module;
+        self
+    }
+
+    pub fn failure_policy(mut self, policy: &str) -> EnvoyConfig {
+        self.failure_policy = policy.to_string();
+        self
+    }
+
+    /// Delivers the plugin through ECDS as Istio does for `WasmPlugin` `<ns>/<name>`.
+    pub fn ecds(mut self, namespace: &str, name: &str) -> EnvoyConfig {
+        self.delivery = Delivery::Ecds {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self
+    }
+
+    /// The HTTP filter's name in the filter chain.
+    pub fn filter_name(&self) -> String {
+        match &self.delivery {
+            Delivery::Inline => "envoy.filters.http.wasm".to_string(),
+            Delivery::Ecds { namespace, name } => {
+                format!("extensions.istio.io/wasmplugin/{namespace}.{name}")
+            }
+        }
+    }
+
+    /// The `Wasm` filter config (its `config` message) holding `plugin`, as YAML
+    /// indented by `indent` spaces.
+    fn wasm_config(&self, plugin: &str, indent: usize) -> String {
         // A JSON string literal is a valid YAML double-quoted scalar: the plugin
         // configuration goes through byte for byte, however broken it is.
-        let configuration = serde_json::to_string(&self.plugin).unwrap();
-        let module = serde_json::to_string(&module().display().to_string()).unwrap();
+        let configuration = serde_json::to_string(plugin).unwrap();
+        let module = serde_json::to_string(&self.module.display().to_string()).unwrap();
+        let policy = &self.failure_policy;
+        let (name, root_id, vm_id) = match &self.delivery {
+            Delivery::Inline => (
+                "traffic_mirror".to_string(),
+                "traffic_mirror",
+                "\n  vm_id: traffic_mirror",
+            ),
+            Delivery::Ecds { namespace, name } => {
+                (format!("{namespace}.{name}"), "traffic_mirror", "")
+            }
+        };
+        let yaml = format!(
+            r#"name: {name}
+root_id: {root_id}
+failure_policy: {policy}
+vm_config:{vm_id}
+  runtime: envoy.wasm.runtime.v8
+  code:
+    local: {{ filename: {module} }}
+configuration:
+  "@type": type.googleapis.com/google.protobuf.StringValue
+  value: {configuration}
+"#
+        );
+        let pad = " ".repeat(indent);
+        yaml.lines().map(|line| format!("{pad}{line}\n")).collect()
+    }
+
+    /// The ECDS resource file holding `plugin` as version `version`.
+    pub fn ecds_resource(&self, plugin: &str, version: u32) -> String {
+        format!(
+            r#"version_info: "{version}"
+resources:
+- "@type": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig
+  name: {name}
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+    config:
+{config}"#,
+            name = self.filter_name(),
+            config = self.wasm_config(plugin, 6),
+        )
+    }
+
+    /// The bootstrap YAML; `ecds_dir` is where an ECDS-delivered plugin's resource
+    /// file is watched.
+    pub fn yaml_in(&self, ecds_dir: &Path) -> String {
+        let filter = match &self.delivery {
+            Delivery::Inline => format!(
+                r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+{}"#,
+                self.wasm_config(&self.plugin, 16)
+            ),
+            Delivery::Ecds { .. } => format!(
+                r#"          - name: {name}
+            config_discovery:
+              config_source:
+                path_config_source:
+                  path: {path}
+                  watched_directory: {{ path: {dir} }}
+              type_urls: ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]
+"#,
+                name = self.filter_name(),
+                path =
+                    serde_json::to_string(&ecds_dir.join(ECDS_FILE).display().to_string()).unwrap(),
+                dir = serde_json::to_string(&ecds_dir.display().to_string()).unwrap(),
+            ),
+        };
         let mut yaml = format!(
-            r#"admin:
+            r#"node: {{ id: e2e, cluster: e2e }}
+admin:
   address:
     socket_address: {{ address: 127.0.0.1, port_value: 0 }}
 static_resources:
@@ -144,32 +289,20 @@ static_resources:
               - match: {{ prefix: "/" }}
                 route: {{ cluster: primary }}
           http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: traffic_mirror
-                root_id: traffic_mirror
-                fail_open: true
-                vm_config:
-                  vm_id: traffic_mirror
-                  runtime: envoy.wasm.runtime.v8
-                  code:
-                    local: {{ filename: {module} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {configuration}
-          - name: envoy.filters.http.router
+{filter}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
 "#
         );
-        for (name, addr) in &self.clusters {
+        for (name, addr, max) in &self.clusters {
             yaml.push_str(&format!(
                 r#"  - name: {name}
     type: STATIC
     connect_timeout: 1s
+    circuit_breakers:
+      thresholds:
+      - {{ max_connections: {max}, max_pending_requests: {max}, max_requests: {max} }}
     load_assignment:
       cluster_name: {name}
       endpoints:
@@ -182,6 +315,27 @@ static_resources:
         }
         yaml
     }
+
+    /// The bootstrap YAML of an inline plugin.
+    pub fn yaml(&self) -> String {
+        self.yaml_in(Path::new("/nonexistent"))
+    }
+}
+
+/// The ECDS resource file's name in its watched directory.
+const ECDS_FILE: &str = "plugin.yaml";
+
+/// A plugin configuration as Istio hands `pluginConfig` to the filter: compact JSON
+/// with sorted keys, and `<`, `>`, `&`, U+2028 and U+2029 escaped as Go's encoder does.
+pub fn istio_json(plugin: &serde_json::Value) -> String {
+    // serde_json's maps are sorted unless its preserve_order feature is on.
+    serde_json::to_string(plugin)
+        .unwrap()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
 }
 
 /// A running Envoy; killed on drop.
@@ -194,14 +348,25 @@ pub struct Envoy {
     child: Option<Child>,
     admin: SocketAddr,
     listener: SocketAddr,
+    /// The version of the ECDS resource last delivered.
+    ecds_version: u32,
 }
 
 impl Envoy {
     /// Starts Envoy with this configuration and waits until it is live.
     pub fn start(config: EnvoyConfig) -> Envoy {
-        let yaml = config.yaml();
         let dir = WorkDir::new("envoy");
+        let ecds_dir = dir.path().join("ecds");
+        fs::create_dir_all(&ecds_dir).unwrap();
+        let yaml = config.yaml_in(&ecds_dir);
         fs::write(dir.path().join("envoy.yaml"), &yaml).unwrap();
+        if config.delivery != Delivery::Inline {
+            fs::write(
+                ecds_dir.join(ECDS_FILE),
+                config.ecds_resource(&config.plugin, 1),
+            )
+            .unwrap();
+        }
         let mut envoy = Envoy {
             config,
             yaml,
@@ -210,9 +375,74 @@ impl Envoy {
             child: None,
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             listener: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ecds_version: 1,
         };
         envoy.launch();
         envoy
+    }
+
+    /// Delivers a new plugin configuration through ECDS (a new resource file moved
+    /// into the watched directory, as a new version) and waits until Envoy has applied
+    /// or rejected it; returns whether it was applied.
+    pub fn push(&mut self, plugin: &str) -> bool {
+        assert!(
+            self.config.delivery != Delivery::Inline,
+            "push needs a plugin delivered through ECDS"
+        );
+        let prefix = format!(
+            "extension_config_discovery.http_filter.{}.",
+            self.config.filter_name()
+        );
+        let counts = |envoy: &Envoy| {
+            let stats = envoy.stats();
+            let get = |name: &str| stats.get(&format!("{prefix}{name}")).copied().unwrap_or(0);
+            (get("update_success"), get("update_rejected"))
+        };
+        let (reloads, rejects) = counts(self);
+        self.ecds_version += 1;
+        let staged = self
+            .dir
+            .path()
+            .join(format!("staged-{}.yaml", self.ecds_version));
+        fs::write(
+            &staged,
+            self.config.ecds_resource(plugin, self.ecds_version),
+        )
+        .unwrap();
+        fs::rename(&staged, self.dir.path().join("ecds").join(ECDS_FILE)).unwrap();
+        wait_for(
+            START_TIMEOUT,
+            "Envoy to apply or reject the new configuration",
+            || {
+                let now = counts(self);
+                if now.0 > reloads {
+                    Ok(true)
+                } else if now.1 > rejects {
+                    Ok(false)
+                } else {
+                    Err(format!(
+                        "{prefix}update_success and update_rejected still {now:?}"
+                    ))
+                }
+            },
+        )
+    }
+
+    /// Envoy's resident memory now (`VmRSS`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("Envoy is running");
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|kb| kb.trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
     }
 
     /// Kills Envoy and starts it again with the same configuration (new ports).
@@ -392,7 +622,13 @@ pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
 /// whether Envoy accepted it, and everything it printed.
 pub fn validate(plugin_json: &str) -> (bool, String) {
     let unused = SocketAddr::from(([127, 0, 0, 1], 9));
-    let yaml = EnvoyConfig::new(plugin_json, unused, unused).yaml();
+    validate_config(&EnvoyConfig::new(plugin_json, unused, unused))
+}
+
+/// Runs `envoy --mode validate` on a configuration: whether Envoy accepted it, and
+/// everything it printed.
+pub fn validate_config(config: &EnvoyConfig) -> (bool, String) {
+    let yaml = config.yaml();
     let dir = WorkDir::new("validate");
     let path = dir.path().join("envoy.yaml");
     fs::write(&path, &yaml).unwrap();

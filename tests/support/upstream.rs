@@ -162,6 +162,9 @@ struct Shared {
     next_connection: AtomicU64,
     behaviour: Mutex<Behaviour>,
     received: Mutex<Vec<Received>>,
+    /// Requests received and answers begun, recorded or not.
+    received_total: AtomicU64,
+    answered_total: AtomicU64,
     /// A handle on every open connection, to shut them down when stopping.
     connections: Mutex<Vec<(u64, TcpStream)>>,
 }
@@ -207,6 +210,8 @@ impl Upstream {
             next_connection: AtomicU64::new(0),
             behaviour: Mutex::new(options.behaviour),
             received: Mutex::new(Vec::new()),
+            received_total: AtomicU64::new(0),
+            answered_total: AtomicU64::new(0),
             connections: Mutex::new(Vec::new()),
         });
         let for_thread = Arc::clone(&shared);
@@ -237,9 +242,14 @@ impl Upstream {
         lock(&self.shared.received).clone()
     }
 
-    /// How many requests have been received so far.
+    /// How many requests have been received so far (recorded or not).
     pub fn count(&self) -> usize {
-        lock(&self.shared.received).len()
+        usize::try_from(self.shared.received_total.load(Ordering::SeqCst)).unwrap_or(usize::MAX)
+    }
+
+    /// How many answers the upstream has begun to write (recorded or not).
+    pub fn answered(&self) -> u64 {
+        self.shared.answered_total.load(Ordering::SeqCst)
     }
 
     pub fn set_delay(&self, delay: Duration) {
@@ -478,6 +488,7 @@ fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::
             received.push(record);
             received.len() - 1
         });
+        shared.received_total.fetch_add(1, Ordering::SeqCst);
 
         let behaviour = lock(&shared.behaviour).clone();
         if !behaviour.delay.is_zero() {
@@ -511,6 +522,7 @@ fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::
                 r.answered = Some(Instant::now());
             }
         }
+        shared.answered_total.fetch_add(1, Ordering::SeqCst);
         writer.write_all(&response)?;
         writer.flush()?;
         if close {
