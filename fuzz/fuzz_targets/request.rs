@@ -1,11 +1,14 @@
 //! The whole request path over arbitrary requests: headers (names, values, cookies,
 //! queries, `:path`), body chunks, and the copy builder, for a plan that uses every
-//! key kind, match rule and header operation. Never panics, never copies more than
-//! the cap, and every sampled copy is accounted for exactly once.
+//! key kind, match rule and header operation, with a small `max_buffered_bytes` that
+//! another request already partly holds. Never panics, never copies more than the
+//! cap, never holds more than the budget, gives every byte back, and every sampled
+//! request is accounted for exactly once, also when it ends before it is complete.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
+use traffic_mirror::budget::Budget;
 use traffic_mirror::capture::begin;
 use traffic_mirror::config::{parse, Plan};
 use traffic_mirror::metrics::{Counter, Tally};
@@ -24,10 +27,11 @@ const PLAN: &str = r#"{
      "max_body_bytes": 0, "authority": "mirror.internal"},
     {"name": "by-query", "cluster": "c", "percent": 99.5, "sample_by": {"query": "sid"},
      "match": {"headers": {"x-env": "prod", "x-flag": true}}, "host_suffix": "",
-     "max_in_flight": 2, "max_rps": 3},
+     "max_in_flight": 2, "max_rps": 3, "max_body_bytes": 1024},
     {"name": "random", "cluster": "d", "percent": 100, "sample_by": {"random": true},
-     "match": {"path_exact": "/"}, "max_body_bytes": 16777216}
-  ]
+     "match": {"path_exact": "/"}, "max_body_bytes": 2048}
+  ],
+  "max_buffered_bytes": 4096
 }"#;
 
 fn plan() -> &'static Plan {
@@ -35,8 +39,10 @@ fn plan() -> &'static Plan {
     PLAN_CELL.get_or_init(|| parse(PLAN.as_bytes()).expect("the fuzz plan is valid"))
 }
 
-// Input layout: fields separated by 0xFF. The first field seeds the random source;
-// then name/value pairs of headers up to an empty field; the rest are body chunks.
+// Input layout: fields separated by 0xFF. The first field seeds the random source (its
+// first byte also says how much of the budget another request holds, and its last bit
+// whether the request ends complete); then name/value pairs of headers up to an empty
+// field; the rest are body chunks (none: the request ends at its headers).
 fuzz_target!(|data: &[u8]| {
     // The host's map format, on hostile bytes: refused or parsed, never a panic.
     if let Some(pairs) = wire::parse(data) {
@@ -62,22 +68,41 @@ fuzz_target!(|data: &[u8]| {
     let mut request = HeaderList { headers };
     let plan = plan();
     let mut tally = Tally::default();
-    let mut body_len = 0usize;
+    let mut budget = Budget::new();
+    let other = usize::from(seed.first().copied().unwrap_or(0)) * 16;
+    assert!(budget.try_reserve(plan.max_buffered_bytes, other));
+    let complete = seed.last().is_none_or(|b| b & 1 == 0);
+    let chunks: Vec<&[u8]> = fields.collect();
+    let body_len: usize = chunks.iter().map(|c| c.len()).sum();
     let copies = match begin(plan, &mut request, &mut rng, &mut tally) {
         None => Vec::new(),
         Some(mut capture) => {
-            for (i, chunk) in fields.enumerate() {
-                body_len += chunk.len();
+            if !chunks.is_empty() {
+                capture.hold(&mut budget, &mut tally);
+            }
+            for (i, chunk) in chunks.iter().enumerate() {
                 // Both ways a chunk comes in: borrowed, or as read from the host.
                 if i % 2 == 0 {
-                    capture.add_body_chunk(chunk.to_vec(), &mut tally);
+                    capture.add_body_chunk(chunk.to_vec(), &mut budget, &mut tally);
                 } else {
-                    capture.add_body(chunk, &mut tally);
+                    capture.add_body(chunk, &mut budget, &mut tally);
                 }
+                assert!(budget.held() <= plan.max_buffered_bytes);
+                assert!(budget.held() >= other + capture.reserved());
             }
-            capture.finish()
+            if complete {
+                let finished = capture.finish(&mut budget, &mut tally);
+                let copies = finished.copies.clone();
+                finished.release(&mut budget);
+                copies
+            } else {
+                capture.end_incomplete(&mut budget, &mut tally);
+                Vec::new()
+            }
         }
     };
+    assert!(budget.peak() <= plan.max_buffered_bytes, "never past the budget");
+    assert_eq!(budget.held(), other, "every byte given back");
     let mut outbox = Outbox::new(plan);
     let mut calls = 0usize;
     for copy in &copies {
@@ -112,10 +137,16 @@ fuzz_target!(|data: &[u8]| {
     for (index, _) in plan.targets.iter().enumerate() {
         let sampled = tally.get(index, Counter::Sampled);
         let copied = copies.iter().filter(|c| c.target == index).count() as u64;
-        assert_eq!(
-            sampled,
-            copied + tally.get(index, Counter::SkippedBodyTooLarge)
-        );
+        // Where every sampled request ended; the copied ones went through the outbox.
+        let outcomes: u64 = Counter::SAMPLED_OUTCOMES
+            .iter()
+            .map(|&c| tally.get(index, c))
+            .sum();
+        let through_outbox = tally.get(index, Counter::Dispatched)
+            + tally.get(index, Counter::SkippedInFlight)
+            + tally.get(index, Counter::SkippedRateLimited);
+        assert_eq!(through_outbox, copied);
+        assert_eq!(sampled, outcomes);
         assert!(tally.get(index, Counter::Sampled) <= tally.get(index, Counter::Requests));
         assert_eq!(tally.in_flight(index), 0);
     }
