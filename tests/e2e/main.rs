@@ -15,6 +15,7 @@
 mod support;
 
 mod bodies;
+mod budget;
 mod copies;
 mod fire_and_forget;
 mod hostile;

@@ -313,3 +313,82 @@ fn read_response(
     };
     Ok((status, headers, body))
 }
+
+/// An upload held open part of the way: the head and part of the body are sent, the
+/// rest is sent later ([`HeldUpload::finish`]) or never ([`HeldUpload::hang_up`]).
+pub struct HeldUpload {
+    connection: Connection,
+    chunked: bool,
+    head_request: bool,
+}
+
+impl HeldUpload {
+    /// Sends `request`'s head and the first bytes of its body: with a content-length of
+    /// `declared`, or chunked (`None`, `first` as one chunk).
+    pub fn start(
+        addr: SocketAddr,
+        request: &Request,
+        declared: Option<usize>,
+        first: &[u8],
+    ) -> HeldUpload {
+        let mut framed = request.clone();
+        framed.body = Body::Empty;
+        let mut bytes = framed.head();
+        // The head ends with an empty line: put the framing header before it.
+        bytes.truncate(bytes.len() - 2);
+        match declared {
+            Some(length) => {
+                bytes.extend_from_slice(format!("content-length: {length}\r\n\r\n").as_bytes())
+            }
+            None => bytes.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+        }
+        let mut upload = HeldUpload {
+            connection: Connection::open(addr),
+            chunked: declared.is_none(),
+            head_request: request.method == "HEAD",
+        };
+        upload.connection.writer.write_all(&bytes).unwrap();
+        upload.send(first);
+        upload
+    }
+
+    /// Sends more of the body (one chunk, if chunked).
+    pub fn send(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut framed = Vec::with_capacity(bytes.len() + 16);
+        if self.chunked {
+            framed.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+        }
+        framed.extend_from_slice(bytes);
+        if self.chunked {
+            framed.extend_from_slice(b"\r\n");
+        }
+        self.connection.writer.write_all(&framed).unwrap();
+    }
+
+    /// Sends the rest of the body and reads the response.
+    pub fn finish(mut self, rest: &[u8]) -> io::Result<Response> {
+        let start = Instant::now();
+        self.send(rest);
+        if self.chunked {
+            self.connection.writer.write_all(b"0\r\n\r\n")?;
+        }
+        let (status, headers, body) =
+            read_response(&mut self.connection.reader, self.head_request)?;
+        let finished = Instant::now();
+        Ok(Response {
+            status,
+            headers,
+            body,
+            elapsed: finished - start,
+            finished,
+        })
+    }
+
+    /// Closes the connection with the body incomplete.
+    pub fn hang_up(self) {
+        let _ = self.connection.writer.shutdown(std::net::Shutdown::Both);
+    }
+}

@@ -118,6 +118,9 @@ pub struct EnvoyConfig {
     /// `failure_policy` of the wasm filter.
     pub failure_policy: String,
     pub delivery: Delivery,
+    /// `per_connection_buffer_limit_bytes` of the listener and every cluster (Envoy's
+    /// default, 1 MiB, when `None`).
+    pub buffer_limit: Option<u32>,
 }
 
 impl EnvoyConfig {
@@ -133,7 +136,14 @@ impl EnvoyConfig {
             module: module(),
             failure_policy: FAILURE_POLICY.to_string(),
             delivery: Delivery::Inline,
+            buffer_limit: None,
         }
+    }
+
+    /// Limits Envoy's own buffering per connection (listener and clusters).
+    pub fn buffer_limit(mut self, bytes: u32) -> EnvoyConfig {
+        self.buffer_limit = Some(bytes);
+        self
     }
 
     pub fn cluster(mut self, name: &str, addr: SocketAddr) -> EnvoyConfig {
@@ -265,6 +275,10 @@ resources:
                 dir = serde_json::to_string(&ecds_dir.display().to_string()).unwrap(),
             ),
         };
+        let limit = self
+            .buffer_limit
+            .map(|bytes| format!("per_connection_buffer_limit_bytes: {bytes}"))
+            .unwrap_or_default();
         let mut yaml = format!(
             r#"node: {{ id: e2e, cluster: e2e }}
 admin:
@@ -275,6 +289,7 @@ static_resources:
   - name: ingress
     address:
       socket_address: {{ address: 127.0.0.1, port_value: 0 }}
+    {limit}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -300,6 +315,7 @@ static_resources:
                 r#"  - name: {name}
     type: STATIC
     connect_timeout: 1s
+    {limit}
     circuit_breakers:
       thresholds:
       - {{ max_connections: {max}, max_pending_requests: {max}, max_requests: {max} }}
@@ -311,6 +327,10 @@ static_resources:
 "#,
                 ip = addr.ip(),
                 port = addr.port(),
+                limit = self
+                    .buffer_limit
+                    .map(|bytes| format!("per_connection_buffer_limit_bytes: {bytes}"))
+                    .unwrap_or_default(),
             ));
         }
         yaml
@@ -426,6 +446,14 @@ impl Envoy {
                 }
             },
         )
+    }
+
+    /// Envoy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("Envoy is running")
     }
 
     /// Envoy's resident memory now (`VmRSS`), in bytes.

@@ -16,7 +16,7 @@ pub mod upstream;
 
 use std::time::{Duration, Instant};
 
-pub use client::{send, Body, Connection, Request, Response};
+pub use client::{send, Body, Connection, HeldUpload, Request, Response};
 pub use envoy::{validate, Envoy, EnvoyConfig};
 pub use upstream::{Received, Upstream};
 
