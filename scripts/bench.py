@@ -95,7 +95,7 @@ def plugin_filter(module, config):
               config:
                 name: bench
                 root_id: bench
-                fail_open: true
+                failure_policy: FAIL_OPEN
                 vm_config:
                   vm_id: bench
                   runtime: envoy.wasm.runtime.v8

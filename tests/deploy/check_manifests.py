@@ -4,14 +4,16 @@ surface, and checks that each check can fail (a deliberately broken copy must be
 
 - Envoy configs (every envoy/**/*.yaml with static_resources): `envoy --mode validate`
   with the built module (container paths of the compose testbed mapped to the repo),
-  fail_open on every wasm filter, the configuration inline, the `target` stats tag.
+  the shipped failure_policy (never the deprecated fail_open) on every wasm filter, the
+  configuration inline, the `target` stats tag, and circuit breakers on every mirror
+  cluster with room for max_in_flight x workers.
 - Istio WasmPlugins (envoy/istio/*.yaml): the CRD's openAPIV3Schema from
-  ../shared/schemas/istio-wasmplugin-crd.yaml as JSON Schema (unknown fields refused, as
+  tests/deploy/schemas/istio-wasmplugin-crd.yaml as JSON Schema (unknown fields refused, as
   kubectl's strict field validation does), its CEL rules evaluated by hand, the project's
-  choices (FAIL_OPEN, oci:// url, phase, Istio cluster names), and each pluginConfig
-  rendered as Istio renders it (Struct -> JSON StringValue) and loaded by the real module
-  in `envoy --mode validate`.
-- docker-compose (envoy/docker-compose.yaml): ../shared/schemas/compose-spec.json,
+  choices (failStrategy, oci:// url, phase, Istio cluster names), and each pluginConfig
+  rendered as Istio renders it (compact JSON, keys sorted, in a StringValue) and loaded
+  by the real module in `envoy --mode validate`.
+- docker-compose (envoy/docker-compose.yaml): tests/deploy/schemas/compose-spec.json,
   every bind-mounted file exists, the Envoy image is the version the tests run, and the
   mounted Envoy config validates with the module at its mounted path.
 
@@ -32,7 +34,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 import envoylib as L  # noqa: E402
 from envoylib import fail
 
-SCHEMAS = os.environ.get("SCHEMAS_DIR") or os.path.join(L.REPO, "..", "shared", "schemas")
+SCHEMAS = os.path.join(L.REPO, "tests", "deploy", "schemas")
 CRD_PATH = os.path.join(SCHEMAS, "istio-wasmplugin-crd.yaml")
 COMPOSE_SCHEMA_PATH = os.path.join(SCHEMAS, "compose-spec.json")
 ISTIO_DIR = os.path.join(L.REPO, "envoy", "istio")
@@ -40,6 +42,19 @@ COMPOSE_PATH = os.path.join(L.REPO, "envoy", "docker-compose.yaml")
 ISTIO_CLUSTER = re.compile(r"^outbound\|([0-9]{1,5})\|[A-Za-z0-9_.-]*\|([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# The failure policy every shipped Envoy config sets, and the Istio failStrategy that
+# istiod renders as it (the README says why this one).
+FAILURE_POLICY = "FAIL_OPEN"
+FAIL_STRATEGY = "FAIL_OPEN"
+# Istio's mapping of failStrategy to Envoy's failure_policy (Istio 1.25 and later).
+ISTIO_FAILURE_POLICY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN", "FAIL_RELOAD": "FAIL_RELOAD"}
+# How many workers each shipped Envoy config is run with, which its mirror clusters'
+# circuit breakers must be sized for (the compose one is checked against its command).
+WORKERS = {"envoy/envoy.yaml": 2, "envoy/sidecar.yaml": 2, "envoy/compose/envoy.yaml": 2}
+# Envoy's default circuit breaker thresholds.
+ENVOY_DEFAULT_THRESHOLD = 1024
+DEFAULT_MAX_IN_FLIGHT = 1000
 
 
 # ---------------------------------------------------------------------------------------
@@ -58,16 +73,19 @@ def shipped_envoy_configs():
     return paths
 
 
-def envoy_config_policy_errors(cfg):
+def envoy_config_policy_errors(cfg, workers):
     """What every shipped Envoy config must carry, beyond Envoy's own validation."""
     errors = []
     filters = L.wasm_filters(cfg)
     if not filters:
         errors.append("no envoy.filters.http.wasm filter")
+    in_flight = {}  # mirror cluster -> copies the plugin may have in flight on it
     for where, hf in filters:
         conf = hf["typed_config"]["config"]
-        if conf.get("fail_open") is not True:
-            errors.append(f"{where}: fail_open is not true")
+        if "fail_open" in conf:
+            errors.append(f"{where}: sets the deprecated fail_open (use failure_policy)")
+        if conf.get("failure_policy") != FAILURE_POLICY:
+            errors.append(f"{where}: failure_policy is {conf.get('failure_policy')!r}, not {FAILURE_POLICY}")
         if conf.get("vm_config", {}).get("runtime") != "envoy.wasm.runtime.v8":
             errors.append(f"{where}: runtime is not envoy.wasm.runtime.v8")
         try:
@@ -79,9 +97,29 @@ def envoy_config_policy_errors(cfg):
         for t in pc.get("targets", []):
             if t.get("cluster") not in clusters:
                 errors.append(f"{where}: target {t.get('name')} mirrors to cluster {t.get('cluster')!r}, which the config does not define")
+            in_flight[t.get("cluster")] = in_flight.get(t.get("cluster"), 0) + t.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT) * workers
+    errors += circuit_breaker_errors(cfg, in_flight)
     tags = cfg.get("stats_config", {}).get("stats_tags", [])
     if L.TARGET_TAG not in tags:
         errors.append(f"stats_config.stats_tags lacks {L.TARGET_TAG}")
+    return errors
+
+
+def circuit_breaker_errors(cfg, in_flight):
+    """Every mirror cluster must admit the copies the plugin may have in flight on it, or
+    Envoy answers the excess itself (a 503 that looks like a mirror error)."""
+    errors = []
+    for cl in cfg["static_resources"].get("clusters", []):
+        need = in_flight.get(cl["name"])
+        if need is None:
+            continue
+        thresholds = [t for t in cl.get("circuit_breakers", {}).get("thresholds", [])
+                      if t.get("priority", "DEFAULT") == "DEFAULT"]
+        limits = thresholds[0] if thresholds else {}
+        for key in ("max_connections", "max_pending_requests", "max_requests"):
+            have = limits.get(key, ENVOY_DEFAULT_THRESHOLD)
+            if have < need:
+                errors.append(f"cluster {cl['name']}: circuit_breakers {key} is {have}, below the {need} copies max_in_flight x workers may have in flight")
     return errors
 
 
@@ -94,9 +132,14 @@ def check_envoy_configs():
             fail(f"{must} is missing (found {names})")
     compose = L.load_yaml(COMPOSE_PATH)
     mounts = L.compose_mounts(compose, os.path.dirname(COMPOSE_PATH))
+    cmd = compose["services"]["envoy"].get("command", [])
+    if "--concurrency" not in cmd or int(cmd[cmd.index("--concurrency") + 1]) != WORKERS["envoy/compose/envoy.yaml"]:
+        fail(f"the compose Envoy runs {cmd}, not the {WORKERS['envoy/compose/envoy.yaml']} workers its config is sized for")
     for path, name in zip(paths, names):
         cfg = L.load_yaml(path)
-        errors = envoy_config_policy_errors(cfg)
+        if name not in WORKERS:
+            fail(f"{name}: say in WORKERS how many workers it runs with")
+        errors = envoy_config_policy_errors(cfg, WORKERS[name])
         if errors:
             fail(f"{name}: " + "; ".join(errors))
         # The compose testbed's config names the module by its path in the container.
@@ -109,7 +152,8 @@ def check_envoy_configs():
 
 
 def check_envoy_validation_can_fail():
-    """A shipped config with a bad plugin configuration, or without fail_open, is refused."""
+    """A shipped config with a bad plugin configuration, fail_open, another failure policy,
+    small circuit breakers or no stats tag is refused."""
     cfg = L.load_yaml(os.path.join(L.REPO, "envoy", "envoy.yaml"))
     bad = copy.deepcopy(cfg)
     _, hf = L.wasm_filters(bad)[0]
@@ -119,13 +163,23 @@ def check_envoy_validation_can_fail():
     ok, out = L.validate(bad)
     if ok or f"{L.INVALID_CONFIG_LINE} targets[0].percent" not in out:
         fail(f"envoy --mode validate accepted percent 150 (ok={ok}):\n{out}")
-    no_fail_open = copy.deepcopy(cfg)
-    L.wasm_filters(no_fail_open)[0][1]["typed_config"]["config"].pop("fail_open")
-    if not any("fail_open" in e for e in envoy_config_policy_errors(no_fail_open)):
-        fail("a config without fail_open passed the policy check")
+    workers = WORKERS["envoy/envoy.yaml"]
+    deprecated = copy.deepcopy(cfg)
+    L.wasm_filters(deprecated)[0][1]["typed_config"]["config"]["fail_open"] = True
+    if not any("fail_open" in e for e in envoy_config_policy_errors(deprecated, workers)):
+        fail("a config with fail_open passed the policy check")
+    other_policy = copy.deepcopy(cfg)
+    L.wasm_filters(other_policy)[0][1]["typed_config"]["config"]["failure_policy"] = "FAIL_CLOSED"
+    if not any("failure_policy" in e for e in envoy_config_policy_errors(other_policy, workers)):
+        fail("a config with another failure_policy passed the policy check")
+    no_breakers = copy.deepcopy(cfg)
+    for cl in no_breakers["static_resources"]["clusters"]:
+        cl.pop("circuit_breakers", None)
+    if not any("circuit_breakers max_requests is 1024" in e for e in envoy_config_policy_errors(no_breakers, workers)):
+        fail("a config whose mirror cluster has Envoy's default circuit breakers passed the policy check")
     no_tag = copy.deepcopy(cfg)
     no_tag.pop("stats_config")
-    if not any("stats_tags" in e for e in envoy_config_policy_errors(no_tag)):
+    if not any("stats_tags" in e for e in envoy_config_policy_errors(no_tag, workers)):
         fail("a config without the target stats tag passed the policy check")
     unmapped = L.load_yaml(os.path.join(L.REPO, "envoy", "compose", "envoy.yaml"))
     ok, out = L.validate(unmapped)
@@ -265,8 +319,8 @@ def project_errors(doc):
     """This project's choices for its WasmPlugins (the README explains each)."""
     spec = doc.get("spec", {})
     errors = []
-    if spec.get("failStrategy") != "FAIL_OPEN":
-        errors.append("spec.failStrategy must be FAIL_OPEN")
+    if spec.get("failStrategy") != FAIL_STRATEGY:
+        errors.append(f"spec.failStrategy must be {FAIL_STRATEGY}")
     if not str(spec.get("url", "")).startswith("oci://"):
         errors.append("spec.url must be an oci:// image")
     if spec.get("imagePullPolicy") not in ("IfNotPresent", "Always"):
@@ -305,7 +359,8 @@ def wasmplugin_errors(doc, validator, version_schema):
 
 def protojson(value):
     """pluginConfig as Istio hands it to the plugin: a google.protobuf.Struct (every number a
-    double) marshalled to JSON, integral doubles written without a fraction."""
+    double) marshalled to compact JSON with sorted keys, integral doubles written without a
+    fraction, and <, >, &, U+2028, U+2029 escaped as Go's encoder writes them."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -316,12 +371,20 @@ def protojson(value):
             return str(int(x))
         return repr(x)
     if isinstance(value, str):
-        return json.dumps(value)
+        return go_string(value)
     if isinstance(value, list):
         return "[" + ",".join(protojson(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(json.dumps(str(k)) + ":" + protojson(v) for k, v in value.items()) + "}"
+        return "{" + ",".join(go_string(str(k)) + ":" + protojson(value[k]) for k in sorted(value)) + "}"
     raise TypeError(f"not representable in a Struct: {value!r}")
+
+
+def go_string(text):
+    """A JSON string as Go's encoding/json writes it: UTF-8 kept, HTML characters escaped."""
+    out = json.dumps(text, ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        out = out.replace(ch, esc)
+    return out
 
 
 def istio_envoy_config(doc):
@@ -346,7 +409,7 @@ def istio_envoy_config(doc):
     plugin = {
         "name": f"{meta.get('namespace', 'default')}.{meta['name']}",
         "root_id": spec.get("pluginName", ""),
-        "fail_open": spec.get("failStrategy") == "FAIL_OPEN",
+        "failure_policy": ISTIO_FAILURE_POLICY[spec.get("failStrategy", "FAIL_CLOSE")],
         "vm_config": {
             "runtime": "envoy.wasm.runtime.v8",
             "code": {"local": {"filename": L.MODULE}},
@@ -397,7 +460,7 @@ def check_istio_wasmplugins():
     schema = full_object_schema(group, version_schema)
     validator = jsonschema.Draft7Validator(schema)
     docs = istio_documents()
-    unchecked = [w for w, d in docs if d.get("kind") != "WasmPlugin" and not w.startswith("envoy/istio/stats-patch.yaml#")]
+    unchecked = [w for w, d in docs if d.get("kind") != "WasmPlugin"]
     if unchecked:
         fail(f"no check covers {unchecked}: add one to tests/deploy/check_manifests.py")
     plugins = [(where, d) for where, d in docs if d.get("kind") == "WasmPlugin"]
@@ -443,7 +506,8 @@ def check_istio_validation_can_fail():
         ("CEL cross-namespace", "cross namespace", mutate(cross_namespace_ref)),
         ("CEL env", "value may only be set", mutate(lambda s: s.update(vmConfig={"env": [{"name": "A", "valueFrom": "HOST", "value": "x"}]}))),
         ("list-map keys", "duplicate entries", mutate(lambda s: s.update(match=[{"mode": "SERVER", "ports": [{"number": 80}, {"number": 80}]}]))),
-        ("project: fail open", "FAIL_OPEN", mutate(lambda s: s.update(failStrategy="FAIL_CLOSE"))),
+        ("project: fail strategy", f"must be {FAIL_STRATEGY}", mutate(lambda s: s.update(
+            failStrategy="FAIL_CLOSE" if FAIL_STRATEGY != "FAIL_CLOSE" else "FAIL_OPEN"))),
         ("project: Istio cluster name", "outbound|PORT||HOST", mutate(lambda s: s["pluginConfig"]["targets"][0].update(cluster="staging"))),
     ]
     for name, expect, doc in cases:
@@ -458,23 +522,8 @@ def check_istio_validation_can_fail():
     ok, out = L.validate(istio_envoy_config(bad))
     if ok or f"{L.INVALID_CONFIG_LINE} targets[0].percent" not in out:
         fail(f"envoy --mode validate accepted a pluginConfig with percent 150 (ok={ok}):\n{out}")
-    if protojson({"a": 5000, "b": 0.5, "c": [True, None, "x"]}) != '{"a":5000,"b":0.5,"c":[true,null,"x"]}':
-        fail("protojson rendering is off")
-
-
-def check_istio_stats_patch():
-    path = os.path.join(ISTIO_DIR, "stats-patch.yaml")
-    doc = L.load_yaml(path)
-    try:
-        annotation = doc["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"]
-    except (KeyError, TypeError):
-        fail(f"{path}: no spec.template.metadata.annotations['proxy.istio.io/config']")
-    proxy_config = yaml.safe_load(annotation)
-    matcher = proxy_config.get("proxyStatsMatcher", {})
-    stat = "wasmcustom.traffic_mirror.staging.requests"
-    if not (any(stat.startswith(p) for p in matcher.get("inclusionPrefixes", []))
-            or any(re.fullmatch(r, stat) for r in matcher.get("inclusionRegexps", []))):
-        fail(f"{path}: proxyStatsMatcher does not include {stat}")
+    if protojson({"c": [True, None, "x<&>é"], "b": 0.5, "a": 5000}) != '{"a":5000,"b":0.5,"c":[true,null,"x\\u003c\\u0026\\u003eé"]}':
+        fail(f"protojson rendering is off: {protojson({'c': [True, None, 'x<&>é'], 'b': 0.5, 'a': 5000})}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -575,11 +624,10 @@ def main():
             print(f"FAIL missing schema {path}", flush=True)
             return 1
     return L.run_checks([
-        ("every shipped Envoy config passes envoy --mode validate (fail_open, inline config, target stats tag)", check_envoy_configs),
-        ("... and that check refuses a bad plugin config, a missing fail_open, a missing stats tag, unmapped paths", check_envoy_validation_can_fail),
+        ("every shipped Envoy config passes envoy --mode validate (failure_policy, inline config, target stats tag, mirror circuit breakers)", check_envoy_configs),
+        ("... and that check refuses a bad plugin config, fail_open, another policy, default circuit breakers, a missing stats tag, unmapped paths", check_envoy_validation_can_fail),
         ("Istio WasmPlugins: CRD openAPIV3Schema + CEL + project rules; pluginConfig loads in the module", check_istio_wasmplugins),
         ("... and those checks refuse each of 13 broken manifests and a pluginConfig the module rejects", check_istio_validation_can_fail),
-        ("Istio stats patch keeps wasmcustom.traffic_mirror.* (proxyStatsMatcher)", check_istio_stats_patch),
         ("docker-compose: compose-spec schema, mounted files, Envoy version, mounted Envoy config validates", check_compose),
         ("... and that check refuses a schema error, a missing mount, another Envoy version", check_compose_validation_can_fail),
     ])
