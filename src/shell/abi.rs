@@ -14,6 +14,10 @@ pub struct Status(pub u32);
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
+/// Statuses `proxy_http_call` fails with: a call Envoy cannot make (unknown cluster,
+/// missing pseudo-headers), and one it could not start (no endpoint, circuit breakers).
+pub const BAD_ARGUMENT: Status = Status(2);
+pub const INTERNAL_FAILURE: Status = Status(10);
 
 /// Header maps (`proxy_get_header_map_*`).
 pub const REQUEST_HEADERS: u32 = 0;

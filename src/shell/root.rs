@@ -145,10 +145,17 @@ impl Worker {
                         .throttle
                         .allow(copy.target, Failure::DispatchRefused, abi::now_nanos())
                     {
+                        let why = match status {
+                            abi::BAD_ARGUMENT => "unknown cluster or bad headers",
+                            abi::INTERNAL_FAILURE => {
+                                "no endpoint, or the cluster's circuit breakers are full"
+                            }
+                            _ => "see Envoy's log",
+                        };
                         abi::log(
                             LogLevel::Warn,
                             &format!(
-                                "traffic-mirror: target {}: Envoy refused the copy to cluster \"{}\" (status {}; unknown cluster or bad headers)",
+                                "traffic-mirror: target {}: Envoy refused the copy to cluster \"{}\" (status {}: {why})",
                                 target.name, target.cluster, status.0
                             ),
                         );

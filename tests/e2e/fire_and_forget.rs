@@ -127,7 +127,10 @@ fn broken_mirrors_add_no_error_and_each_copy_end_is_counted_by_status_class() {
     let redirect = Upstream::start("redirect");
     redirect.set_status(302);
     let late = Upstream::start_delayed("late", Duration::from_secs(3));
+    // A mirror whose cluster admits one copy at a time: Envoy answers the others itself.
+    let tight = Upstream::start_delayed("tight", Duration::from_millis(300));
     let plugin = json!({"targets": [
+        {"name": "tight", "cluster": "tight", "percent": 100},
         {"name": "unavailable", "cluster": "mirror", "percent": 100},
         {"name": "not-found", "cluster": "not_found", "percent": 100},
         {"name": "redirect", "cluster": "redirect", "percent": 100},
@@ -140,7 +143,9 @@ fn broken_mirrors_add_no_error_and_each_copy_end_is_counted_by_status_class() {
             .cluster("not_found", not_found.addr())
             .cluster("redirect", redirect.addr())
             .cluster("dead", closed_port())
-            .cluster("late", late.addr()),
+            .cluster("late", late.addr())
+            .cluster("tight", tight.addr())
+            .circuit_breaker("tight", 1),
     );
     // Bodiless, with a body, chunked; over two keep-alive connections.
     let requests: Vec<Request> = (0..9u64)
@@ -192,6 +197,27 @@ fn broken_mirrors_add_no_error_and_each_copy_end_is_counted_by_status_class() {
         wait_settled(&envoy, target);
         assert_counters(&envoy, target, counters);
     }
+    // Envoy's own answers, told apart by the mirror cluster's stats (as the README says):
+    // a refused connection, a copy past timeout_ms, a copy past the circuit breakers.
+    let cluster = |name: &str, stat: &str| envoy.stat(&format!("cluster.{name}.{stat}"));
+    assert_eq!(cluster("dead", "upstream_cx_connect_fail"), n);
+    assert_eq!(cluster("late", "upstream_rq_timeout"), n);
+    // Past the circuit breakers Envoy refuses the call outright: dispatch_failed.
+    let tight_stats = wait_settled(&envoy, "tight");
+    let overflow = cluster("tight", "upstream_rq_pending_overflow");
+    assert!(overflow > 0, "no copy overflowed the circuit breakers");
+    assert_eq!(tight_stats["dispatch_failed"], overflow, "{tight_stats:?}");
+    assert_eq!(tight_stats["responses_5xx"], 0, "{tight_stats:?}");
+    assert_eq!(
+        tight_stats["responses_2xx"] + overflow,
+        n,
+        "{tight_stats:?}"
+    );
+    assert_eq!(tight.count() as u64, n - overflow);
+    for name in ["mirror", "not_found", "redirect"] {
+        assert_eq!(cluster(name, "upstream_rq_pending_overflow"), 0, "{name}");
+        assert_eq!(cluster(name, "upstream_rq_timeout"), 0, "{name}");
+    }
     for upstream in [&unavailable, &not_found, &redirect, &late] {
         assert_eq!(upstream.count() as u64, n, "copies at {}", upstream.name());
     }
@@ -204,7 +230,8 @@ fn broken_mirrors_add_no_error_and_each_copy_end_is_counted_by_status_class() {
         ("unavailable", "503"),
         ("dead", "503"),
         ("late", "504"),
-        ("nowhere", "no_such_cluster"),
+        ("nowhere", "no_such_cluster\" (status 2: unknown cluster"),
+        ("tight", "circuit breakers are full"),
     ] {
         let lines: Vec<&str> = log
             .lines()
