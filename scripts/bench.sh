@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/setup.sh bench
 cargo build --quiet --target wasm32-wasip1 --release
+cargo build --quiet --target wasm32-wasip1 --release --features bench-without-drain \
+  --target-dir target/bench-without-drain
 (cd benches/noop && cargo build --quiet --target wasm32-wasip1 --release)
 cargo build --quiet --release --example upstream
 exec python3 scripts/bench.py

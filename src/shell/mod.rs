@@ -206,7 +206,8 @@ pub extern "C" fn proxy_on_http_call_response(
 /// Envoy asks whether a context may be deleted. Requests: always. A root context is
 /// asked when its configuration has been replaced and no request uses it any more: it
 /// stays until every copy it sent has ended and been counted (see [`crate::drain`]).
-#[no_mangle]
+#[cfg_attr(not(feature = "bench-without-drain"), no_mangle)]
+#[cfg_attr(feature = "bench-without-drain", allow(dead_code))]
 pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
     with_vm(abi::DONE, |vm| match vm.roots.get_mut(&context_id) {
         Some(Some(worker)) => {
