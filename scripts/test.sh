@@ -16,6 +16,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 (cd fuzz && cargo fmt -- --check)
+cargo fmt --manifest-path tests/trap-module/Cargo.toml -- --check
 
 step "clippy, native (lib, tests, examples)"
 cargo clippy --all-targets -- -D warnings
@@ -33,9 +34,11 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 step "fuzz the config parser and the request path (bounded; scripts/fuzz.sh N for long runs)"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 
-step "build traffic_mirror.wasm"
+step "build traffic_mirror.wasm, and the test-only module that traps on demand (tests/trap-module)"
 cargo build --target wasm32-wasip1 --release
 ls -l target/wasm32-wasip1/release/traffic_mirror.wasm
+cargo clippy --quiet --release --target wasm32-wasip1 --manifest-path tests/trap-module/Cargo.toml -- -D warnings
+cargo build --quiet --release --target wasm32-wasip1 --manifest-path tests/trap-module/Cargo.toml
 
 step "shipped Envoy config passes envoy --mode validate"
 "$ENVOY_BIN" --mode validate -c envoy/envoy.yaml -l error

@@ -17,6 +17,7 @@ mod support;
 mod bodies;
 mod budget;
 mod copies;
+mod failure_policy;
 mod fire_and_forget;
 mod hostile;
 mod loop_guard;
