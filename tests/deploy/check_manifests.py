@@ -327,8 +327,8 @@ def project_errors(doc):
         errors.append("spec.imagePullPolicy must be chosen (IfNotPresent or Always)")
     if spec.get("phase") != "STATS":
         errors.append("spec.phase must be STATS (after authorization)")
-    if not isinstance(spec.get("priority"), int):
-        errors.append("spec.priority must be set")
+    if "priority" in spec:
+        errors.append("spec.priority must be left unset (Istio sorts an unset priority after every set one: the mirror runs last in its phase)")
     if spec.get("type", "HTTP") != "HTTP":
         errors.append("spec.type must be HTTP")
     if "selector" not in spec and "targetRefs" not in spec:
@@ -499,6 +499,7 @@ def check_istio_validation_can_fail():
         ("required", "'url' is a required property", mutate(lambda s: s.pop("url"))),
         ("pattern", "'sha256:abc' does not match", mutate(lambda s: s.update(sha256="sha256:abc"))),
         ("int32", "greater than the maximum of 2147483647", mutate(lambda s: s.update(priority=2**31))),
+        ("project: priority", "must be left unset", mutate(lambda s: s.update(priority=-100))),
         ("CEL one-of", "only one of targetRefs or selector", mutate(lambda s: s.update(
             targetRefs=[{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}]))),
         ("CEL url scheme", "url must have schema", mutate(lambda s: s.update(url="ftp://registry/x:1"))),
@@ -627,7 +628,7 @@ def main():
         ("every shipped Envoy config passes envoy --mode validate (failure_policy, inline config, target stats tag, mirror circuit breakers)", check_envoy_configs),
         ("... and that check refuses a bad plugin config, fail_open, another policy, default circuit breakers, a missing stats tag, unmapped paths", check_envoy_validation_can_fail),
         ("Istio WasmPlugins: CRD openAPIV3Schema + CEL + project rules; pluginConfig loads in the module", check_istio_wasmplugins),
-        ("... and those checks refuse each of 13 broken manifests and a pluginConfig the module rejects", check_istio_validation_can_fail),
+        ("... and those checks refuse each of 14 broken manifests and a pluginConfig the module rejects", check_istio_validation_can_fail),
         ("docker-compose: compose-spec schema, mounted files, Envoy version, mounted Envoy config validates", check_compose),
         ("... and that check refuses a schema error, a missing mount, another Envoy version", check_compose_validation_can_fail),
     ])
