@@ -101,7 +101,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     };
-    assert!(budget.peak() <= plan.max_buffered_bytes, "never past the budget");
+    assert!(
+        budget.peak() <= plan.max_buffered_bytes,
+        "never past the budget"
+    );
     assert_eq!(budget.held(), other, "every byte given back");
     let mut outbox = Outbox::new(plan);
     let mut calls = 0usize;
