@@ -10,7 +10,7 @@ use crate::config::{OnMissingKey, Plan, Target};
 use crate::copy::copy_headers;
 use crate::metrics::{Counter, Metrics};
 use crate::request::RequestView;
-use crate::sampling::{cookie_value, is_sampled, query_value, random_bucket, Rng, SampleKey};
+use crate::sampling::{is_sampled, random_bucket, with_key, Rng, SampleKey};
 use crate::wire;
 
 /// What sampling made of one request for one target.
@@ -32,19 +32,9 @@ pub fn decide(target: &Target, request: &mut impl RequestView, rng: &mut Rng) ->
     if !target.matcher.matches(request) {
         return Decision::NotMatched;
     }
-    // Hashed where the key is read, so that no copy of it is made.
-    let sample = |key: &[u8]| is_sampled(&target.salt, key, target.threshold);
-    let keyed: Option<bool> = match &target.sample_by {
-        SampleKey::Header(name) => request
-            .header(name)
-            .filter(|v| !v.is_empty())
-            .map(|key| sample(&key)),
-        SampleKey::Cookie(name) => request
-            .header("cookie")
-            .and_then(|cookies| cookie_value(&cookies, name).map(sample)),
-        SampleKey::Query(name) => query_value(request.path(), name).map(sample),
-        SampleKey::Random => None,
-    };
+    let keyed = with_key(&target.sample_by, request, |key| {
+        is_sampled(&target.salt, key, target.threshold)
+    });
     let sampled = match keyed {
         Some(sampled) => sampled,
         None if target.sample_by == SampleKey::Random

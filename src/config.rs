@@ -8,8 +8,9 @@
 use serde_json::{Map, Value};
 use std::fmt;
 
-use crate::matching::{HeaderCondition, Match};
-use crate::sampling::{threshold, SampleKey};
+use crate::lanes::{LaneOnMissingKey, Lanes, MAX_SPLIT};
+use crate::matching::{HeaderCondition, HostPattern, Match};
+use crate::sampling::{threshold, SampleKey, BUCKETS};
 
 /// Most targets one plugin instance may hold.
 pub const MAX_TARGETS: usize = 16;
@@ -33,6 +34,28 @@ pub struct Plan {
     pub loop_header: String,
     /// Per worker, the most bytes held for copies at once (see [`crate::budget`]).
     pub max_buffered_bytes: usize,
+    /// Sticky release lanes, assigned before the targets decide.
+    pub lanes: Option<Lanes>,
+}
+
+impl Plan {
+    /// What the configuration holds, for the log line at start and the command's
+    /// `check`: `targets a, b` and `lanes canary, stable (header x-lane)`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.targets.is_empty() {
+            let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
+            parts.push(format!("targets {}", names.join(", ")));
+        }
+        if let Some(lanes) = &self.lanes {
+            parts.push(format!(
+                "lanes {} (header {})",
+                lanes.names.join(", "),
+                lanes.header
+            ));
+        }
+        parts.join("; ")
+    }
 }
 
 /// One mirror destination with its own sampling, rules and limits.
@@ -125,12 +148,32 @@ pub fn parse(bytes: &[u8]) -> Result<Plan> {
         None => DEFAULT_MAX_BUFFERED_BYTES,
         Some((path, value)) => integer_in(&path, value, 0, MAX_BUFFERED_BYTES_LIMIT)?,
     };
-    let (targets_path, targets_value) = top.required("targets")?;
-    let list = array(&targets_path, targets_value)?;
-    if list.is_empty() || list.len() > MAX_TARGETS {
+    let lanes = match top.optional("lanes") {
+        None => None,
+        Some((path, value)) => Some(parse_lanes(&path, value, &loop_header)?),
+    };
+    // With lanes, targets are optional (0 to 16); without, 1 to 16 are required.
+    let (targets_path, list) = match (top.optional("targets"), &lanes) {
+        (Some((path, value)), _) => {
+            let list = array(&path, value)?;
+            (path, list.as_slice())
+        }
+        (None, Some(_)) => ("targets".to_string(), &[][..]),
+        (None, None) => {
+            return error(
+                "targets",
+                "required field is missing (a configuration needs targets, lanes or both)",
+            )
+        }
+    };
+    let min = if lanes.is_some() { 0 } else { 1 };
+    if list.len() < min || list.len() > MAX_TARGETS {
         return error(
             &targets_path,
-            format!("must hold 1 to {MAX_TARGETS} targets, got {}", list.len()),
+            format!(
+                "must hold {min} to {MAX_TARGETS} targets, got {}",
+                list.len()
+            ),
         );
     }
     let mut targets: Vec<Target> = Vec::with_capacity(list.len());
@@ -160,7 +203,145 @@ pub fn parse(bytes: &[u8]) -> Result<Plan> {
         loop_header,
         // Checked against a bound far below usize::MAX on every target.
         max_buffered_bytes: usize::try_from(max_buffered_bytes).unwrap_or(usize::MAX),
+        lanes,
     })
+}
+
+fn parse_lanes(path: &str, value: &Value, loop_header: &str) -> Result<Lanes> {
+    let mut fields = Fields::new(value, path, &format!("{path}."))?;
+
+    let (p, v) = fields.required("header")?;
+    let header = header_name(&p, v)?;
+    if header.starts_with(':')
+        || matches!(
+            header.as_str(),
+            "host" | "content-length" | "transfer-encoding"
+        )
+    {
+        return error(
+            &p,
+            format!("header \"{header}\" is reserved and cannot be the lane header"),
+        );
+    }
+    if header == loop_header {
+        return error(
+            &p,
+            format!("header \"{header}\" is the loop_header and cannot be the lane header"),
+        );
+    }
+
+    let (p, v) = fields.required("sample_by")?;
+    let sample_by = parse_sample_key(&p, v)?;
+    if sample_by == SampleKey::Random {
+        return error(
+            &p,
+            "must be a header, cookie or query parameter: a random lane would not keep its users",
+        );
+    }
+
+    let (p, v) = fields.required("salt")?;
+    let salt = string(&p, v)?.into_bytes();
+
+    let (p, v) = fields.required("split")?;
+    let split = array(&p, v)?;
+    if split.is_empty() || split.len() > MAX_SPLIT {
+        return error(
+            &p,
+            format!("must hold 1 to {MAX_SPLIT} lanes, got {}", split.len()),
+        );
+    }
+    let mut names: Vec<String> = Vec::with_capacity(split.len() + 1);
+    let mut ends: Vec<u32> = Vec::with_capacity(split.len());
+    let mut total = 0.0f64;
+    for (i, item) in split.iter().enumerate() {
+        let ip = format!("{p}[{i}]");
+        let mut lane = Fields::new(item, &ip, &format!("{ip}."))?;
+        let (np, nv) = lane.required("lane")?;
+        let name = lane_name(&np, nv)?;
+        if names.contains(&name) {
+            return error(&np, format!("duplicate lane name \"{name}\""));
+        }
+        let (pp, pv) = lane.required("percent")?;
+        let percent = number(&pp, pv)?;
+        if !(0.0..=100.0).contains(&percent) {
+            return error(&pp, format!("must be between 0 and 100, got {}", show(pv)));
+        }
+        lane.finish()?;
+        total += percent;
+        let end = threshold(total);
+        if (total * 10_000.0 + 0.5).floor() > BUCKETS as f64 {
+            return error(
+                &pp,
+                format!("the split's percents add up to {total} here, more than 100"),
+            );
+        }
+        names.push(name);
+        ends.push(end);
+    }
+
+    let default = match fields.optional("default") {
+        None | Some((_, Value::Null)) => None,
+        Some((p, v)) => {
+            let name = lane_name(&p, v)?;
+            if names.contains(&name) {
+                return error(
+                    &p,
+                    format!("lane \"{name}\" is already in split (the default lane takes every other user)"),
+                );
+            }
+            names.push(name);
+            Some(names.len() - 1)
+        }
+    };
+
+    let on_missing_key = match fields.optional("on_missing_key") {
+        None => LaneOnMissingKey::Default,
+        Some((p, v)) => match string(&p, v)?.as_str() {
+            "default" => LaneOnMissingKey::Default,
+            "random" => LaneOnMissingKey::Random,
+            other => {
+                return error(
+                    &p,
+                    format!(
+                        "must be \"default\" or \"random\", got \"{}\"",
+                        other.escape_debug()
+                    ),
+                )
+            }
+        },
+    };
+
+    let keep_incoming = match fields.optional("keep_incoming") {
+        None => false,
+        Some((_, Value::Bool(keep))) => *keep,
+        Some((p, other)) => return error(&p, format!("expected a boolean, got {}", kind(other))),
+    };
+    fields.finish()?;
+    Ok(Lanes {
+        header,
+        sample_by,
+        salt,
+        names,
+        ends,
+        default,
+        on_missing_key,
+        keep_incoming,
+    })
+}
+
+/// A lane name: `[a-z0-9_-]{1,32}`, as target names.
+fn lane_name(path: &str, value: &Value) -> Result<String> {
+    let name = string(path, value)?;
+    if !valid_target_name(&name) {
+        return error(
+            path,
+            format!(
+                "must match [a-z0-9_-]{{1,32}}, got \"{}\"",
+                name.escape_debug()
+            ),
+        );
+    }
+    Ok(name)
 }
 
 fn parse_target(path: &str, value: &Value) -> Result<Target> {
@@ -374,8 +555,61 @@ fn parse_match(path: &str, value: &Value) -> Result<Match> {
             matcher.headers.push((lower, condition));
         }
     }
+    if let Some((p, v)) = fields.optional("hosts") {
+        let list = array(&p, v)?;
+        if list.is_empty() {
+            return error(&p, "must not be empty (leave it out to match every host)");
+        }
+        for (i, item) in list.iter().enumerate() {
+            matcher
+                .hosts
+                .push(host_pattern(&format!("{p}[{i}]"), item)?);
+        }
+    }
+    if let Some((p, v)) = fields.optional("exclude_path_prefixes") {
+        for (i, item) in array(&p, v)?.iter().enumerate() {
+            let prefix = path_string(&format!("{p}[{i}]"), item)?;
+            matcher.exclude_path_prefixes.push(prefix);
+        }
+    }
     fields.finish()?;
     Ok(matcher)
+}
+
+/// A host name (or an IPv6 literal in brackets), or `*.` and a domain: lower-cased.
+fn host_pattern(path: &str, value: &Value) -> Result<HostPattern> {
+    let given = string(path, value)?;
+    let lower = given.to_ascii_lowercase();
+    let (subdomains, name) = match lower.strip_prefix("*.") {
+        Some(domain) => (true, domain),
+        None => (false, lower.as_str()),
+    };
+    let dns = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+    let ipv6 = name.len() > 2
+        && name.starts_with('[')
+        && name.ends_with(']')
+        && name
+            .bytes()
+            .skip(1)
+            .take(name.len() - 2)
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && (name.bytes().all(dns) || (ipv6 && !subdomains));
+    if !valid {
+        return error(
+            path,
+            format!(
+                "must be a host name or *. and a domain, got \"{}\"",
+                given.escape_debug()
+            ),
+        );
+    }
+    Ok(if subdomains {
+        HostPattern::Subdomains(format!(".{name}"))
+    } else {
+        HostPattern::Exact(name.to_string())
+    })
 }
 
 fn parse_header_ops(path: &str, value: &Value) -> Result<HeaderOps> {
@@ -741,6 +975,34 @@ mod tests {
             let (json, expected) = (case["config"].as_str().unwrap(), &case["error"]);
             assert_eq!(line(json), *expected, "config: {json}");
         }
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn lanes_need_no_targets_and_get_the_documented_defaults() {
+        let lanes = r#""lanes": {"header": "X-Lane", "sample_by": {"cookie": "uid"}, "salt": "s",
+                                "split": [{"lane": "canary", "percent": 2.5}]}"#;
+        for json in [
+            format!("{{{lanes}}}"),
+            format!(r#"{{{lanes}, "targets": []}}"#),
+        ] {
+            let plan = parse(json.as_bytes()).unwrap();
+            assert!(plan.targets.is_empty());
+            let lanes = plan.lanes.unwrap();
+            assert_eq!(lanes.header, "x-lane");
+            assert_eq!(lanes.sample_by, SampleKey::Cookie("uid".into()));
+            assert_eq!(lanes.names, ["canary"]);
+            assert_eq!(lanes.ends, [25_000]);
+            assert_eq!(lanes.default, None);
+            assert_eq!(lanes.on_missing_key, LaneOnMissingKey::Default);
+            assert!(!lanes.keep_incoming);
+        }
+        let both = parse(
+            format!(r#"{{{lanes}, "targets": [{{"name": "t", "cluster": "c", "percent": 1}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(both.summary(), "targets t; lanes canary (header x-lane)");
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]

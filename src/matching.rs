@@ -11,6 +11,30 @@ pub enum HeaderCondition {
     Equals(Vec<u8>),
 }
 
+/// A host of `match.hosts`, lower-case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// This host exactly.
+    Exact(String),
+    /// `*.example.com`: any subdomain of it at any depth (held as `.example.com`), not
+    /// the domain itself.
+    Subdomains(String),
+}
+
+impl HostPattern {
+    fn matches(&self, host: &[u8]) -> bool {
+        match self {
+            HostPattern::Exact(name) => host.eq_ignore_ascii_case(name.as_bytes()),
+            HostPattern::Subdomains(suffix) => {
+                host.len() > suffix.len()
+                    && host
+                        .get(host.len() - suffix.len()..)
+                        .is_some_and(|end| end.eq_ignore_ascii_case(suffix.as_bytes()))
+            }
+        }
+    }
+}
+
 /// All given conditions must hold; an empty `Match` matches every request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Match {
@@ -20,38 +44,80 @@ pub struct Match {
     pub methods: Vec<String>,
     /// Lower-case names.
     pub headers: Vec<(String, HeaderCondition)>,
+    /// Empty: any host.
+    pub hosts: Vec<HostPattern>,
+    pub exclude_path_prefixes: Vec<String>,
+}
+
+/// The first condition of a [`Match`] a request fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch<'a> {
+    Method,
+    PathPrefix,
+    PathExact,
+    /// The path starts with this excluded prefix.
+    ExcludedPath(&'a str),
+    Host,
+    /// This header is absent or has another value.
+    Header(&'a str),
 }
 
 impl Match {
-    /// Whether the request satisfies every condition. Cheap conditions go first and
-    /// the first one that fails ends the check.
+    /// Whether the request satisfies every condition.
     pub fn matches(&self, request: &mut impl RequestView) -> bool {
+        self.check(request).is_ok()
+    }
+
+    /// The first condition the request fails, if any. Cheap conditions go first and the
+    /// first one that fails ends the check.
+    pub fn check(&self, request: &mut impl RequestView) -> Result<(), Mismatch<'_>> {
         if !self.methods.is_empty() {
             let method = request.method();
             if !self.methods.iter().any(|m| m.as_bytes() == method) {
-                return false;
+                return Err(Mismatch::Method);
             }
         }
-        if self.path_prefix.is_some() || self.path_exact.is_some() {
+        if self.path_prefix.is_some()
+            || self.path_exact.is_some()
+            || !self.exclude_path_prefixes.is_empty()
+        {
             let path = path_without_query(request.path());
             if let Some(prefix) = &self.path_prefix {
                 if !path.starts_with(prefix.as_bytes()) {
-                    return false;
+                    return Err(Mismatch::PathPrefix);
                 }
             }
             if let Some(exact) = &self.path_exact {
                 if path != exact.as_bytes() {
-                    return false;
+                    return Err(Mismatch::PathExact);
                 }
             }
+            if let Some(excluded) = self
+                .exclude_path_prefixes
+                .iter()
+                .find(|prefix| path.starts_with(prefix.as_bytes()))
+            {
+                return Err(Mismatch::ExcludedPath(excluded));
+            }
         }
-        self.headers.iter().all(
-            |(name, condition)| match (condition, request.header(name)) {
+        if !self.hosts.is_empty() {
+            let authority = request.header(":authority").unwrap_or_default();
+            let host = host_without_port(&authority);
+            if !self.hosts.iter().any(|pattern| pattern.matches(host)) {
+                return Err(Mismatch::Host);
+            }
+        }
+        for (name, condition) in &self.headers {
+            let holds = match (condition, request.header(name)) {
                 (_, None) => false,
                 (HeaderCondition::Present, Some(_)) => true,
                 (HeaderCondition::Equals(expected), Some(value)) => value == *expected,
-            },
-        )
+            };
+            if !holds {
+                return Err(Mismatch::Header(name));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -60,6 +126,26 @@ pub fn path_without_query(path: &[u8]) -> &[u8] {
     match path.iter().position(|&b| b == b'?' || b == b'#') {
         Some(end) => path.get(..end).unwrap_or(path),
         None => path,
+    }
+}
+
+/// The host of an `:authority`: without a `:port`; an IPv6 literal keeps its brackets.
+pub fn host_without_port(authority: &[u8]) -> &[u8] {
+    if authority.first() == Some(&b'[') {
+        return match authority.iter().position(|&b| b == b']') {
+            Some(end) => authority.get(..=end).unwrap_or(authority),
+            None => authority,
+        };
+    }
+    match authority.iter().rposition(|&b| b == b':') {
+        Some(colon)
+            if authority
+                .get(colon + 1..)
+                .is_some_and(|port| port.iter().all(u8::is_ascii_digit)) =>
+        {
+            authority.get(..colon).unwrap_or(authority)
+        }
+        _ => authority,
     }
 }
 
@@ -119,6 +205,100 @@ mod tests {
             "/",
             &[("x-env", b"Prod"), ("x-flag", b"1")]
         )));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn hosts_match_exactly_or_any_subdomain_without_the_port() {
+        let m = matcher(r#"{"hosts": ["Shop.Example.com", "*.api.example.com"]}"#);
+        let host = |authority: &str| request("GET", "/", &[(":authority", authority.as_bytes())]);
+        for yes in [
+            "shop.example.com",
+            "SHOP.example.COM:8443",
+            "v1.api.example.com",
+            "a.b.api.example.com:80",
+        ] {
+            assert!(m.matches(&mut host(yes)), "{yes}");
+        }
+        for no in [
+            "api.example.com",
+            "xapi.example.com",
+            "shop.example.com.evil",
+            "example.com",
+            ".api.example.com",
+            "",
+        ] {
+            assert_eq!(m.check(&mut host(no)), Err(Mismatch::Host), "{no}");
+        }
+        assert_eq!(
+            m.check(&mut request("GET", "/", &[])),
+            Err(Mismatch::Host),
+            "no :authority"
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn excluded_prefixes_win_over_everything_else() {
+        let m =
+            matcher(r#"{"path_prefix": "/", "exclude_path_prefixes": ["/health", "/internal/"]}"#);
+        assert!(m.matches(&mut request("GET", "/api/x?p=/health", &[])));
+        assert_eq!(
+            m.check(&mut request("GET", "/healthz", &[])),
+            Err(Mismatch::ExcludedPath("/health"))
+        );
+        assert_eq!(
+            m.check(&mut request("POST", "/internal/x", &[])),
+            Err(Mismatch::ExcludedPath("/internal/"))
+        );
+        assert!(m.matches(&mut request("GET", "/internal", &[])));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn the_first_failed_condition_is_named() {
+        let m = matcher(
+            r#"{"methods": ["GET"], "path_prefix": "/api/", "path_exact": "/api/a", "headers": {"x-a": "1", "x-b": true}}"#,
+        );
+        assert_eq!(
+            m.check(&mut request("PUT", "/x", &[])),
+            Err(Mismatch::Method)
+        );
+        assert_eq!(
+            m.check(&mut request("GET", "/x", &[])),
+            Err(Mismatch::PathPrefix)
+        );
+        assert_eq!(
+            m.check(&mut request("GET", "/api/b", &[])),
+            Err(Mismatch::PathExact)
+        );
+        assert_eq!(
+            m.check(&mut request("GET", "/api/a", &[("x-a", b"2")])),
+            Err(Mismatch::Header("x-a"))
+        );
+        assert_eq!(
+            m.check(&mut request("GET", "/api/a", &[("x-a", b"1")])),
+            Err(Mismatch::Header("x-b"))
+        );
+        assert_eq!(
+            m.check(&mut request(
+                "GET",
+                "/api/a",
+                &[("x-a", b"1"), ("x-b", b"")]
+            )),
+            Ok(())
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn host_loses_its_port_but_not_its_brackets() {
+        assert_eq!(host_without_port(b"a.example:8080"), b"a.example");
+        assert_eq!(host_without_port(b"a.example"), b"a.example");
+        assert_eq!(host_without_port(b"[::1]:443"), b"[::1]");
+        assert_eq!(host_without_port(b"[::1]"), b"[::1]");
+        assert_eq!(host_without_port(b"a:b"), b"a:b");
+        assert_eq!(host_without_port(b"a:"), b"a");
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]

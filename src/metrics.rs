@@ -112,10 +112,40 @@ pub fn metric_name(target: &str, metric: &str) -> String {
     format!("traffic_mirror.{target}.{metric}")
 }
 
+/// The counters of each lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneStat {
+    /// Requests this filter put in the lane (the default lane included).
+    Assigned,
+    /// Requests that arrived carrying the lane's name and kept it (`keep_incoming`).
+    Kept,
+}
+
+impl LaneStat {
+    pub const ALL: [LaneStat; 2] = [LaneStat::Assigned, LaneStat::Kept];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LaneStat::Assigned => "assigned",
+            LaneStat::Kept => "kept",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The metric name of a lane's counter; Envoy prefixes it with `wasmcustom.`.
+pub fn lane_metric_name(lane: &str, stat: LaneStat) -> String {
+    format!("traffic_lanes.{lane}.{}", stat.name())
+}
+
 /// Where counts go: Envoy stats in the shell, a plain table in tests.
 pub trait Metrics {
     fn count(&mut self, target: usize, counter: Counter);
     fn add_in_flight(&mut self, target: usize, delta: i64);
+    fn count_lane(&mut self, lane: usize, stat: LaneStat);
 }
 
 /// Counts in memory: for tests and fuzzing.
@@ -123,6 +153,7 @@ pub trait Metrics {
 pub struct Tally {
     counts: Vec<[u64; Counter::ALL.len()]>,
     in_flight: Vec<i64>,
+    lanes: Vec<[u64; LaneStat::ALL.len()]>,
 }
 
 impl Tally {
@@ -136,6 +167,14 @@ impl Tally {
 
     pub fn in_flight(&self, target: usize) -> i64 {
         self.in_flight.get(target).copied().unwrap_or(0)
+    }
+
+    pub fn lane(&self, lane: usize, stat: LaneStat) -> u64 {
+        self.lanes
+            .get(lane)
+            .and_then(|c| c.get(stat.index()))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn grow(&mut self, target: usize) {
@@ -162,6 +201,19 @@ impl Metrics for Tally {
         self.grow(target);
         if let Some(slot) = self.in_flight.get_mut(target) {
             *slot += delta;
+        }
+    }
+
+    fn count_lane(&mut self, lane: usize, stat: LaneStat) {
+        if self.lanes.len() <= lane {
+            self.lanes.resize(lane + 1, [0; LaneStat::ALL.len()]);
+        }
+        if let Some(slot) = self
+            .lanes
+            .get_mut(lane)
+            .and_then(|c| c.get_mut(stat.index()))
+        {
+            *slot += 1;
         }
     }
 }
@@ -201,6 +253,14 @@ mod tests {
         assert_eq!(
             metric_name("a-b", IN_FLIGHT),
             "traffic_mirror.a-b.in_flight"
+        );
+        assert_eq!(
+            lane_metric_name("canary", LaneStat::Assigned),
+            "traffic_lanes.canary.assigned"
+        );
+        assert_eq!(
+            lane_metric_name("beta_2", LaneStat::Kept),
+            "traffic_lanes.beta_2.kept"
         );
         let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
         assert_eq!(names.len(), 16);

@@ -13,6 +13,9 @@ pub trait RequestView {
     /// The whole header map in arrival order, serialized as the host hands it out
     /// (see [`crate::wire`]): read only for a request that is being copied.
     fn header_map(&mut self) -> Vec<u8>;
+    /// Sets a header on the request itself (every value replaced), or removes it
+    /// (`None`): what the lane assignment writes.
+    fn set_header(&mut self, name: &str, value: Option<&[u8]>);
 }
 
 /// A request held as a list of headers: for tests and fuzzing.
@@ -50,6 +53,13 @@ impl RequestView for HeaderList {
 
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         self.first(name).map(<[u8]>::to_vec)
+    }
+
+    fn set_header(&mut self, name: &str, value: Option<&[u8]>) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        if let Some(value) = value {
+            self.headers.push((name.to_string(), value.to_vec()));
+        }
     }
 
     fn header_map(&mut self) -> Vec<u8> {

@@ -8,6 +8,8 @@
 
 use xxhash_rust::xxh64::Xxh64;
 
+use crate::request::RequestView;
+
 /// Buckets per 100 %: the resolution of `percent` is one in a million.
 pub const BUCKETS: u64 = 1_000_000;
 
@@ -57,6 +59,26 @@ pub fn is_sampled(salt: &[u8], key: &[u8], threshold: u32) -> bool {
         0 => false,
         t if u64::from(t) >= BUCKETS => true,
         t => bucket(salt, key) < t,
+    }
+}
+
+/// Reads the request's key and hands it to `f` where it is read, so that no copy of it
+/// is made; `None` when the key is missing (absent or empty) or `key` is random.
+pub fn with_key<T>(
+    key: &SampleKey,
+    request: &mut impl RequestView,
+    f: impl FnOnce(&[u8]) -> T,
+) -> Option<T> {
+    match key {
+        SampleKey::Header(name) => request
+            .header(name)
+            .filter(|v| !v.is_empty())
+            .map(|value| f(&value)),
+        SampleKey::Cookie(name) => request
+            .header("cookie")
+            .and_then(|cookies| cookie_value(&cookies, name).map(f)),
+        SampleKey::Query(name) => query_value(request.path(), name).map(f),
+        SampleKey::Random => None,
     }
 }
 

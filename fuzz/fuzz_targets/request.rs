@@ -11,9 +11,10 @@ use std::sync::OnceLock;
 use traffic_mirror::budget::Budget;
 use traffic_mirror::capture::begin;
 use traffic_mirror::config::{parse, Plan};
+use traffic_mirror::lanes::How;
 use traffic_mirror::metrics::{Counter, Tally};
 use traffic_mirror::outbox::Outbox;
-use traffic_mirror::request::HeaderList;
+use traffic_mirror::request::{HeaderList, RequestView};
 use traffic_mirror::sampling::Rng;
 use traffic_mirror::wire;
 
@@ -23,15 +24,19 @@ const PLAN: &str = r#"{
      "headers": {"remove": ["cookie"], "set": {"x-env": "staging"}, "redact": ["authorization"]},
      "max_body_bytes": 64},
     {"name": "by-cookie", "cluster": "b", "percent": 50, "sample_by": {"cookie": "uid"},
-     "on_missing_key": "random", "match": {"path_prefix": "/api", "methods": ["GET", "POST"]},
+     "on_missing_key": "random", "match": {"path_prefix": "/api", "methods": ["GET", "POST"],
+               "hosts": ["shop.test", "*.example.com"], "exclude_path_prefixes": ["/api/health"]},
      "max_body_bytes": 0, "authority": "mirror.internal"},
     {"name": "by-query", "cluster": "c", "percent": 99.5, "sample_by": {"query": "sid"},
      "match": {"headers": {"x-env": "prod", "x-flag": true}}, "host_suffix": "",
      "max_in_flight": 2, "max_rps": 3, "max_body_bytes": 1024},
     {"name": "random", "cluster": "d", "percent": 100, "sample_by": {"random": true},
-     "match": {"path_exact": "/"}, "max_body_bytes": 2048}
+     "match": {"path_exact": "/", "headers": {"x-lane": "canary"}}, "max_body_bytes": 2048}
   ],
-  "max_buffered_bytes": 4096
+  "max_buffered_bytes": 4096,
+  "lanes": {"header": "x-lane", "sample_by": {"cookie": "uid"}, "salt": "lanes",
+            "split": [{"lane": "canary", "percent": 30}, {"lane": "beta", "percent": 0.5}],
+            "default": "stable", "on_missing_key": "random", "keep_incoming": true}
 }"#;
 
 fn plan() -> &'static Plan {
@@ -74,6 +79,18 @@ fuzz_target!(|data: &[u8]| {
     let complete = seed.last().is_none_or(|b| b & 1 == 0);
     let chunks: Vec<&[u8]> = fields.collect();
     let body_len: usize = chunks.iter().map(|c| c.len()).sum();
+    // The lane first, as in the filter: what it writes is what the targets see.
+    if let Some(lanes) = &plan.lanes {
+        let decision = lanes.assign(&mut request, &mut rng, &mut tally);
+        let header = request.header(&lanes.header);
+        match decision.lane.and_then(|l| lanes.name(l)) {
+            Some(name) if decision.how != How::Kept => {
+                assert_eq!(header.as_deref(), Some(name.as_bytes()))
+            }
+            None if decision.how != How::Kept => assert_eq!(header, None),
+            _ => assert!(header.is_some_and(|v| !v.is_empty())),
+        }
+    }
     let copies = match begin(plan, &mut request, &mut rng, &mut tally) {
         None => Vec::new(),
         Some(mut capture) => {

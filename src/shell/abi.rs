@@ -54,6 +54,14 @@ extern "C" {
         value_size: *mut usize,
     ) -> u32;
     fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_replace_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
     fn proxy_get_buffer_bytes(
         buffer: u32,
         start: usize,
@@ -132,6 +140,23 @@ pub fn header(map: u32, name: &str) -> Result<Option<Vec<u8>>, Status> {
     match status {
         OK => Ok(Some(value)),
         NOT_FOUND => Ok(None),
+        other => Err(Status(other)),
+    }
+}
+
+/// Sets a header (replacing every value it had).
+pub fn set_header(map: u32, name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: name and value are live slices for the duration of the call.
+    check(unsafe {
+        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+/// Removes a header (every value); removing an absent header is not an error.
+pub fn remove_header(map: u32, name: &str) -> Result<(), Status> {
+    // SAFETY: the name is a live &str.
+    match unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) } {
+        OK | NOT_FOUND => Ok(()),
         other => Err(Status(other)),
     }
 }

@@ -10,15 +10,17 @@ use super::abi::{self, LogLevel};
 use crate::capture::ReadyCopy;
 use crate::config::{self, Plan};
 use crate::drain::Retirement;
-use crate::metrics::{metric_name, Counter, Metrics, IN_FLIGHT};
+use crate::metrics::{lane_metric_name, metric_name, Counter, LaneStat, Metrics, IN_FLIGHT};
 use crate::outbox::Outbox;
 use crate::sampling::Rng;
 use crate::throttle::{Failure, LogThrottle};
 
-/// Envoy stats of every target: counters by [`Counter::index`], and the gauge.
+/// Envoy stats of every target (counters by [`Counter::index`], and the gauge) and of
+/// every lane.
 pub struct HostMetrics {
     counters: Vec<[u32; Counter::ALL.len()]>,
     in_flight: Vec<u32>,
+    lanes: Vec<[u32; LaneStat::ALL.len()]>,
     failed: bool,
 }
 
@@ -37,9 +39,19 @@ impl HostMetrics {
                 &metric_name(&target.name, IN_FLIGHT),
             )?);
         }
+        let names = plan.lanes.as_ref().map_or(&[][..], |l| l.names.as_slice());
+        let mut lanes = Vec::with_capacity(names.len());
+        for name in names {
+            let mut ids = [0u32; LaneStat::ALL.len()];
+            for (id, stat) in ids.iter_mut().zip(LaneStat::ALL) {
+                *id = abi::define_metric(abi::COUNTER, &lane_metric_name(name, stat))?;
+            }
+            lanes.push(ids);
+        }
         Ok(HostMetrics {
             counters,
             in_flight,
+            lanes,
             failed: false,
         })
     }
@@ -70,6 +82,15 @@ impl Metrics for HostMetrics {
     fn add_in_flight(&mut self, target: usize, delta: i64) {
         let id = self.in_flight.get(target).copied();
         self.record(id, delta);
+    }
+
+    fn count_lane(&mut self, lane: usize, stat: LaneStat) {
+        let id = self
+            .lanes
+            .get(lane)
+            .and_then(|ids| ids.get(stat.index()))
+            .copied();
+        self.record(id, 1);
     }
 }
 
@@ -103,10 +124,9 @@ pub fn configure(configuration: &[u8]) -> Option<Worker> {
             return None;
         }
     };
-    let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
     abi::log(
         LogLevel::Info,
-        &format!("traffic-mirror: configured targets {}", names.join(", ")),
+        &format!("traffic-mirror: configured {}", plan.summary()),
     );
     Some(Worker {
         outbox: Outbox::new(&plan),

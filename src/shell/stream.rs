@@ -30,6 +30,10 @@ impl Stream {
         end_of_stream: bool,
     ) {
         let mut request = HostRequest::default();
+        // The lane first: routing, the targets' match rules and the copies see it.
+        if let Some(lanes) = &worker.plan.lanes {
+            lanes.assign(&mut request, &mut worker.rng, &mut worker.metrics);
+        }
         self.capture = capture::begin(
             &worker.plan,
             &mut request,
@@ -115,6 +119,16 @@ impl RequestView for HostRequest {
 
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         request_header(name)
+    }
+
+    fn set_header(&mut self, name: &str, value: Option<&[u8]>) {
+        let written = match value {
+            Some(value) => abi::set_header(abi::REQUEST_HEADERS, name, value),
+            None => abi::remove_header(abi::REQUEST_HEADERS, name),
+        };
+        if let Err(status) = written {
+            host_failed("writing the lane header", status);
+        }
     }
 
     fn header_map(&mut self) -> Vec<u8> {
