@@ -20,6 +20,7 @@ mod copies;
 mod failure_policy;
 mod fire_and_forget;
 mod hostile;
+mod lanes;
 mod loop_guard;
 mod rules;
 mod rules_targets;

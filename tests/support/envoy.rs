@@ -121,6 +121,9 @@ pub struct EnvoyConfig {
     /// `per_connection_buffer_limit_bytes` of the listener and every cluster (Envoy's
     /// default, 1 MiB, when `None`).
     pub buffer_limit: Option<u32>,
+    /// Routes before the default one (to `primary`): a request whose header has exactly
+    /// this value goes to this cluster. (header, value, cluster)
+    pub header_routes: Vec<(String, String, String)>,
 }
 
 impl EnvoyConfig {
@@ -137,7 +140,16 @@ impl EnvoyConfig {
             failure_policy: FAILURE_POLICY.to_string(),
             delivery: Delivery::Inline,
             buffer_limit: None,
+            header_routes: Vec::new(),
         }
+    }
+
+    /// Routes requests whose `header` is exactly `value` to `cluster` (which must be
+    /// added), as grey-release routes do with a lane header.
+    pub fn route_on(mut self, header: &str, value: &str, cluster: &str) -> EnvoyConfig {
+        self.header_routes
+            .push((header.to_string(), value.to_string(), cluster.to_string()));
+        self
     }
 
     /// Limits Envoy's own buffering per connection (listener and clusters).
@@ -279,6 +291,15 @@ resources:
             .buffer_limit
             .map(|bytes| format!("per_connection_buffer_limit_bytes: {bytes}"))
             .unwrap_or_default();
+        let routes: String = self
+            .header_routes
+            .iter()
+            .map(|(header, value, cluster)| {
+                format!(
+                    "              - match: {{ prefix: \"/\", headers: [{{ name: {header}, string_match: {{ exact: {value} }} }}] }}\n                route: {{ cluster: {cluster} }}\n"
+                )
+            })
+            .collect();
         let mut yaml = format!(
             r#"node: {{ id: e2e, cluster: e2e }}
 admin:
@@ -301,7 +322,7 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
-              - match: {{ prefix: "/" }}
+{routes}              - match: {{ prefix: "/" }}
                 route: {{ cluster: primary }}
           http_filters:
 {filter}          - name: envoy.filters.http.router
