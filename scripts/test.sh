@@ -43,6 +43,7 @@ cargo build --quiet --release --target wasm32-wasip1 --manifest-path tests/trap-
 step "shipped Envoy config passes envoy --mode validate"
 "$ENVOY_BIN" --mode validate -c envoy/envoy.yaml -l error
 "$ENVOY_BIN" --mode validate -c envoy/sidecar.yaml -l error
+"$ENVOY_BIN" --mode validate -c envoy/lanes.yaml -l error
 
 step "deployment manifests: every Envoy config (compose paths mapped), Istio WasmPlugins (CRD schema + CEL, pluginConfig in the module), docker-compose (compose-spec)"
 .venv/bin/python tests/deploy/check_manifests.py

@@ -18,7 +18,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-SHOWN_HEADERS = ("x-user-id", "x-request-id", "x-traffic-mirror", "authorization", "cookie")
+SHOWN_HEADERS = ("x-user-id", "x-request-id", "x-traffic-mirror", "x-lane", "authorization", "cookie")
 
 
 _log_lock = threading.Lock()

@@ -36,6 +36,11 @@ from envoylib import fail
 
 SCHEMAS = os.path.join(L.REPO, "tests", "deploy", "schemas")
 CRD_PATH = os.path.join(SCHEMAS, "istio-wasmplugin-crd.yaml")
+# The routing resources shipped beside a lanes WasmPlugin: their CRD file and version.
+ROUTING_CRDS = {
+    "VirtualService": ("istio-virtualservice-crd.yaml", "v1"),
+    "DestinationRule": ("istio-destinationrule-crd.yaml", "v1"),
+}
 COMPOSE_SCHEMA_PATH = os.path.join(SCHEMAS, "compose-spec.json")
 ISTIO_DIR = os.path.join(L.REPO, "envoy", "istio")
 COMPOSE_PATH = os.path.join(L.REPO, "envoy", "docker-compose.yaml")
@@ -51,7 +56,8 @@ FAIL_STRATEGY = "FAIL_OPEN"
 ISTIO_FAILURE_POLICY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN", "FAIL_RELOAD": "FAIL_RELOAD"}
 # How many workers each shipped Envoy config is run with, which its mirror clusters'
 # circuit breakers must be sized for (the compose one is checked against its command).
-WORKERS = {"envoy/envoy.yaml": 2, "envoy/sidecar.yaml": 2, "envoy/compose/envoy.yaml": 2}
+WORKERS = {"envoy/envoy.yaml": 2, "envoy/sidecar.yaml": 2, "envoy/compose/envoy.yaml": 2,
+           "envoy/lanes.yaml": 2}
 # Envoy's default circuit breaker thresholds.
 ENVOY_DEFAULT_THRESHOLD = 1024
 DEFAULT_MAX_IN_FLIGHT = 1000
@@ -100,8 +106,9 @@ def envoy_config_policy_errors(cfg, workers):
             in_flight[t.get("cluster")] = in_flight.get(t.get("cluster"), 0) + t.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT) * workers
     errors += circuit_breaker_errors(cfg, in_flight)
     tags = cfg.get("stats_config", {}).get("stats_tags", [])
-    if L.TARGET_TAG not in tags:
-        errors.append(f"stats_config.stats_tags lacks {L.TARGET_TAG}")
+    for tag in (L.TARGET_TAG, L.LANE_TAG):
+        if tag not in tags:
+            errors.append(f"stats_config.stats_tags lacks {tag}")
     return errors
 
 
@@ -127,7 +134,7 @@ def check_envoy_configs():
     L.require_module()
     paths = shipped_envoy_configs()
     names = [os.path.relpath(p, L.REPO) for p in paths]
-    for must in ("envoy/envoy.yaml", "envoy/sidecar.yaml", "envoy/compose/envoy.yaml"):
+    for must in ("envoy/envoy.yaml", "envoy/sidecar.yaml", "envoy/compose/envoy.yaml", "envoy/lanes.yaml"):
         if must not in names:
             fail(f"{must} is missing (found {names})")
     compose = L.load_yaml(COMPOSE_PATH)
@@ -191,15 +198,17 @@ def check_envoy_validation_can_fail():
 # Istio WasmPlugin: the CRD's structural schema as JSON Schema, plus its CEL rules
 
 
-def crd_version_schema():
-    crd = L.load_yaml(CRD_PATH)
-    if crd.get("kind") != "CustomResourceDefinition" or crd["spec"]["names"]["kind"] != "WasmPlugin":
-        fail(f"{CRD_PATH} is not the WasmPlugin CRD")
+def crd_version_schema(path=None, kind="WasmPlugin", version="v1alpha1"):
+    """A CRD's group and the openAPIV3Schema of one of the versions it serves."""
+    path = path or CRD_PATH
+    crd = L.load_yaml(path)
+    if crd.get("kind") != "CustomResourceDefinition" or crd["spec"]["names"]["kind"] != kind:
+        fail(f"{path} is not the {kind} CRD")
     group = crd["spec"]["group"]
     versions = {v["name"]: v for v in crd["spec"]["versions"] if v.get("served")}
-    if "v1alpha1" not in versions:
-        fail(f"the CRD serves no v1alpha1 (serves {sorted(versions)})")
-    return group, versions["v1alpha1"]["schema"]["openAPIV3Schema"]
+    if version not in versions:
+        fail(f"the {kind} CRD serves no {version} (serves {sorted(versions)})")
+    return group, versions[version]["schema"]["openAPIV3Schema"]
 
 
 def to_json_schema(node):
@@ -223,10 +232,10 @@ def to_json_schema(node):
     return out
 
 
-def full_object_schema(group, version_schema):
+def full_object_schema(group, version_schema, kind="WasmPlugin", version="v1alpha1"):
     schema = to_json_schema(version_schema)
-    schema["properties"]["apiVersion"] = {"const": f"{group}/v1alpha1"}
-    schema["properties"]["kind"] = {"const": "WasmPlugin"}
+    schema["properties"]["apiVersion"] = {"const": f"{group}/{version}"}
+    schema["properties"]["kind"] = {"const": kind}
     schema["properties"]["metadata"] = {
         "type": "object",
         "required": ["name"],
@@ -279,9 +288,20 @@ CEL_RULES = {
     'isURL(self) ? (url(self).getScheme() in ["", "http", "https", "oci", "file"]) : (isURL("http://" + self) && url("http://" + self).getScheme() in ["", "http", "https", "oci", "file"])': cel_url_rule,
     '(has(self.valueFrom) ? self.valueFrom : "") != "HOST" || !has(self.value)':
         lambda s: s.get("valueFrom", "") != "HOST" or "value" not in s,
+    "duration(self) >= duration('1ms')": lambda s: go_duration(s) >= 0.001,
     "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1":
         lambda s: ("selector" in s) + ("targetRef" in s) + ("targetRefs" in s) <= 1,
 }
+
+
+def go_duration(text):
+    """Seconds in a Go duration string (CEL's duration()): "1.5s", "100ms", "1h2m"; -1 if
+    it is not one."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)", text) if isinstance(text, str) else []
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return -1
+    return sum(float(n) * units[u] for n, u in parts)
 
 
 def cel_errors(schema, value, path):
@@ -460,7 +480,7 @@ def check_istio_wasmplugins():
     schema = full_object_schema(group, version_schema)
     validator = jsonschema.Draft7Validator(schema)
     docs = istio_documents()
-    unchecked = [w for w, d in docs if d.get("kind") != "WasmPlugin"]
+    unchecked = [w for w, d in docs if d.get("kind") not in ("WasmPlugin", *ROUTING_CRDS)]
     if unchecked:
         fail(f"no check covers {unchecked}: add one to tests/deploy/check_manifests.py")
     plugins = [(where, d) for where, d in docs if d.get("kind") == "WasmPlugin"]
@@ -482,7 +502,8 @@ def check_istio_validation_can_fail():
     """Each broken copy of the sidecar manifest must be refused, for the reason given."""
     group, version_schema = crd_version_schema()
     validator = jsonschema.Draft7Validator(full_object_schema(group, version_schema))
-    base = next(d for w, d in istio_documents() if d.get("kind") == "WasmPlugin" and "selector" in d["spec"])
+    base = next(d for w, d in istio_documents() if d.get("kind") == "WasmPlugin" and "selector" in d["spec"]
+                and "targets" in d["spec"].get("pluginConfig", {}))
 
     def cross_namespace_ref(spec):
         del spec["selector"]
@@ -525,6 +546,127 @@ def check_istio_validation_can_fail():
         fail(f"envoy --mode validate accepted a pluginConfig with percent 150 (ok={ok}):\n{out}")
     if protojson({"c": [True, None, "x<&>é"], "b": 0.5, "a": 5000}) != '{"a":5000,"b":0.5,"c":[true,null,"x\\u003c\\u0026\\u003eé"]}':
         fail(f"protojson rendering is off: {protojson({'c': [True, None, 'x<&>é'], 'b': 0.5, 'a': 5000})}")
+
+
+# ---------------------------------------------------------------------------------------
+# Istio routing for lanes: VirtualService and DestinationRule
+
+
+def routing_validators():
+    out = {}
+    for kind, (file, version) in ROUTING_CRDS.items():
+        group, schema = crd_version_schema(os.path.join(SCHEMAS, file), kind, version)
+        validator = jsonschema.Draft7Validator(full_object_schema(group, schema, kind, version))
+        out[kind] = (validator, schema)
+    return out
+
+
+def routing_errors(doc, validators):
+    validator, version_schema = validators[doc["kind"]]
+    errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+              for e in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))]
+    if not errors:
+        errors += cel_errors(version_schema, doc, "")
+    return errors
+
+
+def lane_routing_errors(plugin, vs, dr):
+    """The routes must send every lane of the plugin to the subset of that name, and
+    everyone else to the default lane's; the DestinationRule must define those subsets."""
+    lanes = plugin["spec"]["pluginConfig"]["lanes"]
+    header = lanes["header"].lower()
+    split = [entry["lane"] for entry in lanes["split"]]
+    default = lanes.get("default")
+    errors = []
+    subsets = {sub["name"] for sub in dr["spec"].get("subsets", [])}
+    for lane in split + ([default] if default else []):
+        if lane not in subsets:
+            errors.append(f"DestinationRule {dr['metadata']['name']} has no subset {lane}")
+    routes = vs["spec"].get("http", [])
+    hosts = {d["destination"]["host"] for r in routes for d in r.get("route", [])}
+    if hosts != {dr["spec"]["host"]}:
+        errors.append(f"the routes go to {sorted(hosts)}, the DestinationRule is for {dr['spec']['host']}")
+    for lane in split:
+        matching = [r for r in routes
+                    if any(m.get("headers", {}).get(header) == {"exact": lane} for m in r.get("match", []))]
+        if not matching or {d["destination"].get("subset") for d in matching[0]["route"]} != {lane}:
+            errors.append(f"no route sends {header}: {lane} to subset {lane}")
+    rest = [r for r in routes if not r.get("match")]
+    if default and (not rest or {d["destination"].get("subset") for d in rest[0]["route"]} != {default}):
+        errors.append(f"no last route sends everyone else to subset {default}")
+    return errors
+
+
+def lanes_manifests():
+    """(file, plugin, VirtualService, DestinationRule) for each file with a lanes plugin."""
+    by_file = {}
+    for where, doc in istio_documents():
+        by_file.setdefault(where.split("#")[0], []).append(doc)
+    found = []
+    for file, docs in by_file.items():
+        plugins = [d for d in docs if d.get("kind") == "WasmPlugin" and "lanes" in d["spec"].get("pluginConfig", {})]
+        if not plugins:
+            continue
+        kinds = {d.get("kind"): d for d in docs}
+        if "VirtualService" not in kinds or "DestinationRule" not in kinds:
+            fail(f"{file}: a lanes WasmPlugin without its VirtualService and DestinationRule")
+        found.append((file, plugins[0], kinds["VirtualService"], kinds["DestinationRule"]))
+    return found
+
+
+def check_istio_routing():
+    validators = routing_validators()
+    checked = 0
+    for where, doc in istio_documents():
+        if doc.get("kind") in validators:
+            errors = routing_errors(doc, validators)
+            if errors:
+                fail(f"{where}: " + "; ".join(errors))
+            checked += 1
+    manifests = lanes_manifests()
+    if not manifests:
+        fail("no lanes WasmPlugin with a VirtualService and a DestinationRule in envoy/istio/")
+    for file, plugin, vs, dr in manifests:
+        errors = lane_routing_errors(plugin, vs, dr)
+        if errors:
+            fail(f"{file}: " + "; ".join(errors))
+        print(f"     {file}: {vs['kind']} and {dr['kind']} match their CRDs (v1); every lane routes to its subset")
+    return checked
+
+
+def check_istio_routing_can_fail():
+    validators = routing_validators()
+    file, plugin, vs, dr = lanes_manifests()[0]
+
+    def mutated(doc, fn):
+        d = copy.deepcopy(doc)
+        fn(d["spec"])
+        return d
+
+    schema_cases = [
+        ("unknown field", "Additional properties", mutated(vs, lambda s: s.update(route=[]))),
+        ("wrong type", "is not of type", mutated(dr, lambda s: s.update(subsets={"name": "x"}))),
+        ("CEL duration", "valid duration greater than 1ms", mutated(vs, lambda s: s["http"][0].update(timeout="0.1ms"))),
+        ("CEL wildcard label", "wildcard not allowed", mutated(dr, lambda s: s.update(workloadSelector={"matchLabels": {"app*": "x"}}))),
+    ]
+    for name, expect, doc in schema_cases:
+        errors = routing_errors(doc, validators)
+        if not any(expect in e for e in errors):
+            fail(f"broken {doc['kind']} ({name}) was not refused for {expect!r}; errors: {errors}")
+    lane_cases = [
+        ("route to a misspelt subset", "no route sends x-lane: canary",
+         plugin, mutated(vs, lambda s: s["http"][0]["route"][0]["destination"].update(subset="canry")), dr),
+        ("prefix instead of exact", "no route sends x-lane: beta",
+         plugin, mutated(vs, lambda s: s["http"][1]["match"][0]["headers"].update({"x-lane": {"prefix": "beta"}})), dr),
+        ("no subset for a lane", "has no subset beta",
+         plugin, vs, mutated(dr, lambda s: s.update(subsets=s["subsets"][:2]))),
+        ("default elsewhere", "everyone else to subset stable",
+         plugin, mutated(vs, lambda s: s["http"][2]["route"][0]["destination"].update(subset="beta")), dr),
+    ]
+    for name, expect, p, v, d in lane_cases:
+        errors = lane_routing_errors(p, v, d)
+        if not any(expect in e for e in errors):
+            fail(f"broken lane routing ({name}) was not refused for {expect!r}; errors: {errors}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -629,6 +771,8 @@ def main():
         ("... and that check refuses a bad plugin config, fail_open, another policy, default circuit breakers, a missing stats tag, unmapped paths", check_envoy_validation_can_fail),
         ("Istio WasmPlugins: CRD openAPIV3Schema + CEL + project rules; pluginConfig loads in the module", check_istio_wasmplugins),
         ("... and those checks refuse each of 14 broken manifests and a pluginConfig the module rejects", check_istio_validation_can_fail),
+        ("Istio routing for lanes: VirtualService and DestinationRule against their CRDs (+ CEL), each lane routed to its subset", check_istio_routing),
+        ("... and that check refuses 4 broken resources and 4 broken lane routings", check_istio_routing_can_fail),
         ("docker-compose: compose-spec schema, mounted files, Envoy version, mounted Envoy config validates", check_compose),
         ("... and that check refuses a schema error, a missing mount, another Envoy version", check_compose_validation_can_fail),
     ])

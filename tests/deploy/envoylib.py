@@ -24,6 +24,7 @@ INVALID_CONFIG_LINE = "traffic-mirror: invalid configuration:"
 WASM_FILTER = "envoy.filters.http.wasm"
 # The stats_tags entry every shipped Envoy config carries (see envoy/envoy.yaml).
 TARGET_TAG = {"tag_name": "target", "regex": r"^wasmcustom\.traffic_mirror\.(([a-z0-9_-]+)\.)"}
+LANE_TAG = {"tag_name": "lane", "regex": r"^wasmcustom\.traffic_lanes\.(([a-z0-9_-]+)\.)"}
 
 
 class CheckFailed(Exception):

@@ -11,6 +11,10 @@ upstream, envoy/compose/upstream.py), sends requests until one is mirrored, and 
   back at 0; no untagged traffic_mirror_<target>_<name> series is left;
 - admin /stats still lists the full names wasmcustom.traffic_mirror.<target>.<name>.
 
+The lanes config (envoy/lanes.yaml) runs with an upstream for each of its clusters: every
+request reaches the version of its lane, carrying the lane, and
+traffic_lanes_assigned{lane="..."} equals what each version received.
+
 And that the check can fail: the same config without its stats_config yields only the
 untagged series traffic_mirror_<target>_<name>, which the check refuses.
 
@@ -27,7 +31,17 @@ import envoylib as L  # noqa: E402
 from envoylib import fail
 
 MAX_REQUESTS = 300
+LANE_REQUESTS = 200
 SERIES = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
+
+
+def counter_names():
+    """Every per-target counter, read from the filter's own list (src/metrics.rs)."""
+    with open(os.path.join(L.REPO, "src", "metrics.rs")) as f:
+        names = re.findall(r'Counter::\w+ => "(\w+)"', f.read())
+    if len(names) < 16:
+        fail(f"read only {names} from src/metrics.rs")
+    return names
 
 
 def parse_prometheus(text):
@@ -49,10 +63,7 @@ def labelled_errors(text, target):
     series, types = parse_prometheus(text)
     errors = []
     label = f'{{target="{target}"}}'
-    for name in ("requests", "sampled", "dispatched", "dispatch_failed", "skipped_loop",
-                 "skipped_missing_key", "skipped_body_too_large", "skipped_rate_limited",
-                 "skipped_in_flight", "responses_2xx", "responses_3xx", "responses_4xx",
-                 "responses_5xx", "responses_failed", "in_flight"):
+    for name in counter_names() + ["in_flight"]:
         key = f"traffic_mirror_{name}{label}"
         if key not in series:
             errors.append(f"no series {key}")
@@ -160,6 +171,44 @@ def exercise(name, cfg, primary_cluster, *, expect_tags=True):
                                     + "\n".join(log[-60:])) from None
 
 
+def check_lanes():
+    """envoy/lanes.yaml: every request at the version of its lane, and the lane series."""
+    L.require_module()
+    name = "envoy/lanes.yaml"
+    cfg = L.load_yaml(os.path.join(L.REPO, "envoy", "lanes.yaml"))
+    (_, hf), = L.wasm_filters(cfg)
+    lanes = L.plugin_config_json(hf)["lanes"]
+    versions = [entry["lane"] for entry in lanes["split"]] + [lanes["default"]]
+    with L.Upstream(versions[0]) as a, L.Upstream(versions[1]) as b, L.Upstream(versions[2]) as c:
+        upstreams = {u.name: u for u in (a, b, c)}
+        run_cfg = L.loopback_copy(cfg, {n: u.port for n, u in upstreams.items()})
+        with L.Envoy(run_cfg) as envoy:
+            for i in range(LANE_REQUESTS):
+                status, _ = L.http("GET", f"{envoy.listener}/items/{i}", {"x-user-id": f"user-{i}", lanes["header"]: "canary"})
+                if status != 200:
+                    fail(f"{name}: request {i} got {status}")
+            L.poll("every request at an upstream", lambda: sum(len(u.records) for u in upstreams.values()) == LANE_REQUESTS, timeout=5)
+            series, types = parse_prometheus(envoy.stats("/prometheus"))
+    errors = []
+    for lane, upstream in upstreams.items():
+        wrong = [r for r in upstream.records if r.get("headers", {}).get(lanes["header"]) != lane]
+        if wrong:
+            errors.append(f"{len(wrong)} requests at {lane} without {lanes['header']}: {lane} (e.g. {wrong[0]})")
+        got = series.get(f'traffic_lanes_assigned{{lane="{lane}"}}')
+        if got != len(upstream.records):
+            errors.append(f'traffic_lanes_assigned{{lane="{lane}"}} is {got}, {lane} received {len(upstream.records)}')
+        if series.get(f'traffic_lanes_kept{{lane="{lane}"}}') != 0:
+            errors.append(f'traffic_lanes_kept{{lane="{lane}"}} is not 0')
+        if not upstream.records:
+            errors.append(f"no user in lane {lane} among {LANE_REQUESTS}")
+    if types.get("traffic_lanes_assigned") != "counter":
+        errors.append("traffic_lanes_assigned is not typed counter")
+    if errors:
+        fail(f"{name}: " + "; ".join(errors))
+    counts = ", ".join(f"{lane} {len(u.records)}" for lane, u in upstreams.items())
+    print(f"     {name}: {LANE_REQUESTS} users, each at its lane's version ({counts}); traffic_lanes_assigned{{lane=...}} agrees")
+
+
 def configs():
     compose = L.load_yaml(os.path.join(L.REPO, "envoy", "docker-compose.yaml"))
     mounts = L.compose_mounts(compose, os.path.join(L.REPO, "envoy"))
@@ -196,6 +245,8 @@ def main():
          "traffic_mirror_<name>{target=...} on /stats/prometheus", check_shipped),
         ("... and the check refuses /stats/prometheus without the stats_tags "
          "(series traffic_mirror_<target>_<name>)", check_can_fail),
+        ("the lanes config in a real Envoy: each user at its lane's version, "
+         "traffic_lanes_assigned{lane=...} on /stats/prometheus", check_lanes),
     ])
 
 
