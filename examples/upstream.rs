@@ -7,7 +7,7 @@
 //!
 //! Listens on 127.0.0.1:PORT, answers every request with STATUS (after DELAY-MS), and
 //! prints one line per request received to stdout: name, method, path with query, a few
-//! headers (host, x-request-id, x-user-id, x-traffic-mirror, content-length,
+//! headers (host, x-request-id, x-user-id, x-traffic-mirror, x-lane, content-length,
 //! transfer-encoding) and the body length. Nothing else goes to stdout. `--quiet` prints
 //! and keeps nothing (for benchmarks); `--never-answer` holds every request without
 //! answering (a stalled mirror).

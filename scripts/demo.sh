@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Runs the shipped front-proxy config (envoy/envoy.yaml) with the filter against two
-# local upstreams, drives a few hundred requests through it, reports what reached the
-# primary and the mirror and the plugin's stats, then stops everything it started.
-# Ports (loopback only): Envoy :10000, admin :9901, primary :8081, staging mirror :8082.
+# The demo, in two parts. Each runs a shipped config in a real Envoy against local
+# upstreams, drives requests through it, reports what happened and the plugin's stats,
+# then stops everything it started. Installs only what it uses (scripts/setup.sh demo:
+# the wasm32-wasip1 target and the pinned Envoy in .venv; no root).
+#
+#   scripts/demo.sh          # mirroring: envoy/envoy.yaml; Envoy :10000, admin :9901,
+#                            # primary :8081, staging mirror :8082
+#   scripts/demo.sh lanes    # sticky lanes: envoy/lanes.yaml; Envoy :10000, admin :9901,
+#                            # stable :8081, canary :8082, beta :8083
+#
+# All ports on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-REQUESTS="${REQUESTS:-400}"
-CONFIGURED_PERCENT=25
+MODE="${1:-mirror}"
+case "$MODE" in
+  mirror) PORTS="10000 9901 8081 8082" ;;
+  lanes) PORTS="10000 9901 8081 8082 8083" ;;
+  *) echo "usage: scripts/demo.sh [lanes]" >&2; exit 2 ;;
+esac
 
 bash scripts/setup.sh demo
 ENVOY_BIN="${ENVOY_BIN:-$PWD/.venv/bin/envoy}"
+command -v curl >/dev/null || { echo "demo: curl is missing" >&2; exit 1; }
 
-for port in 10000 9901 8081 8082; do
+for port in $PORTS; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "demo: port $port on 127.0.0.1 is in use; stop what listens there first" >&2
     exit 1
@@ -33,13 +45,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/debug/examples/upstream --port 8081 --name primary >>"$work/primary.log" 2>&1 &
-pids+=($!)
-target/debug/examples/upstream --port 8082 --name staging >>"$work/staging.log" 2>&1 &
-pids+=($!)
-"$ENVOY_BIN" -c envoy/envoy.yaml --concurrency 2 -l warning --use-dynamic-base-id \
-  >"$work/envoy.log" 2>&1 &
-pids+=($!)
+upstream() { # name port
+  target/debug/examples/upstream --port "$2" --name "$1" >>"$work/$1.log" 2>&1 &
+  pids+=($!)
+}
 
 wait_for() { # url, what
   for _ in $(seq 1 200); do
@@ -50,45 +59,114 @@ wait_for() { # url, what
   cat "$work/envoy.log" >&2
   exit 1
 }
-wait_for http://127.0.0.1:8081/ "primary upstream"
-wait_for http://127.0.0.1:8082/ "mirror upstream"
-wait_for http://127.0.0.1:9901/ready "Envoy"
-: >"$work/primary.log"; : >"$work/staging.log"
 
-echo "==> sending $REQUESTS requests (x-user-id: user-1..user-$REQUESTS; every 5th a POST with a body)"
-for i in $(seq 1 "$REQUESTS"); do
-  if (( i % 5 == 0 )); then
-    curl -fsS -o /dev/null -X POST -H "x-user-id: user-$i" -H 'content-type: application/json' \
-      --data "{\"order\": $i}" "http://127.0.0.1:10000/api/orders?i=$i"
-  else
-    curl -fsS -o /dev/null -H "x-user-id: user-$i" "http://127.0.0.1:10000/api/items/$i"
-  fi
-  if (( i % 50 == 0 || i == REQUESTS )); then
-    printf '\r    %d/%d sent' "$i" "$REQUESTS"
-  fi
-done
-echo
+start_envoy() { # config
+  "$ENVOY_BIN" -c "$1" --concurrency 2 -l warning --use-dynamic-base-id >"$work/envoy.log" 2>&1 &
+  pids+=($!)
+  wait_for http://127.0.0.1:9901/ready "Envoy"
+}
 
 stat() { curl -fsS "http://127.0.0.1:9901/stats?filter=^wasmcustom" | awk -v n="$1" -F': ' '$1==n {print $2}'; }
-# Copies are fire and forget: wait until every dispatched copy has ended.
-for _ in $(seq 1 100); do
-  [ "$(stat wasmcustom.traffic_mirror.staging.in_flight)" = "0" ] && break
-  sleep 0.05
-done
 
-primary=$(grep -c . "$work/primary.log" || true)
-mirrored=$(grep -c . "$work/staging.log" || true)
-echo
-echo "==> report"
-echo "    requests sent:        $REQUESTS"
-echo "    reached the primary:  $primary"
-echo "    reached the mirror:   $mirrored (target staging)"
-awk -v m="$mirrored" -v n="$REQUESTS" -v p="$CONFIGURED_PERCENT" \
-  'BEGIN { printf "    observed ratio:       %.1f %% (configured %s %%, by hash of x-user-id)\n", 100*m/n, p }'
-echo "    mirror responses:     2xx $(stat wasmcustom.traffic_mirror.staging.responses_2xx), 3xx $(stat wasmcustom.traffic_mirror.staging.responses_3xx), 4xx $(stat wasmcustom.traffic_mirror.staging.responses_4xx), 5xx $(stat wasmcustom.traffic_mirror.staging.responses_5xx), failed $(stat wasmcustom.traffic_mirror.staging.responses_failed)"
-echo
-echo "==> the plugin's stats (admin /stats)"
-curl -fsS "http://127.0.0.1:9901/stats?filter=^wasmcustom" | sed 's/^/    /'
-echo
-echo "==> a few copies as the mirror saw them"
-head -n 3 "$work/staging.log" | sed 's/^/    /'
+demo_mirror() {
+  local requests="${REQUESTS:-400}" configured_percent=25
+  upstream primary 8081
+  upstream staging 8082
+  wait_for http://127.0.0.1:8081/ "primary upstream"
+  wait_for http://127.0.0.1:8082/ "mirror upstream"
+  start_envoy envoy/envoy.yaml
+  : >"$work/primary.log"; : >"$work/staging.log"
+
+  echo "==> sending $requests requests (x-user-id: user-1..user-$requests; every 5th a POST with a body)"
+  for i in $(seq 1 "$requests"); do
+    if (( i % 5 == 0 )); then
+      curl -fsS -o /dev/null -X POST -H "x-user-id: user-$i" -H 'content-type: application/json' \
+        --data "{\"order\": $i}" "http://127.0.0.1:10000/api/orders?i=$i"
+    else
+      curl -fsS -o /dev/null -H "x-user-id: user-$i" "http://127.0.0.1:10000/api/items/$i"
+    fi
+    if (( i % 50 == 0 || i == requests )); then
+      printf '\r    %d/%d sent' "$i" "$requests"
+    fi
+  done
+  echo
+
+  # Copies are fire and forget: wait until every dispatched copy has ended.
+  for _ in $(seq 1 100); do
+    [ "$(stat wasmcustom.traffic_mirror.staging.in_flight)" = "0" ] && break
+    sleep 0.05
+  done
+
+  local primary mirrored
+  primary=$(grep -c . "$work/primary.log" || true)
+  mirrored=$(grep -c . "$work/staging.log" || true)
+  echo
+  echo "==> report"
+  echo "    requests sent:        $requests"
+  echo "    reached the primary:  $primary"
+  echo "    reached the mirror:   $mirrored (target staging)"
+  awk -v m="$mirrored" -v n="$requests" -v p="$configured_percent" \
+    'BEGIN { printf "    observed ratio:       %.1f %% (configured %s %%, by hash of x-user-id)\n", 100*m/n, p }'
+  echo "    mirror responses:     2xx $(stat wasmcustom.traffic_mirror.staging.responses_2xx), 3xx $(stat wasmcustom.traffic_mirror.staging.responses_3xx), 4xx $(stat wasmcustom.traffic_mirror.staging.responses_4xx), 5xx $(stat wasmcustom.traffic_mirror.staging.responses_5xx), failed $(stat wasmcustom.traffic_mirror.staging.responses_failed)"
+  echo
+  echo "==> the plugin's stats (admin /stats)"
+  curl -fsS "http://127.0.0.1:9901/stats?filter=^wasmcustom" | sed 's/^/    /'
+  echo
+  echo "==> a few copies as the mirror saw them"
+  head -n 3 "$work/staging.log" | sed 's/^/    /'
+}
+
+demo_lanes() {
+  local users="${USERS:-40}" rounds="${ROUNDS:-5}"
+  upstream stable 8081
+  upstream canary 8082
+  upstream beta 8083
+  for port in 8081 8082 8083; do wait_for "http://127.0.0.1:$port/" "upstream on :$port"; done
+  start_envoy envoy/lanes.yaml
+
+  echo "==> $users users (x-user-id: user-1..user-$users), $rounds rounds; each request on a"
+  echo "    connection of its own, so they land on both of Envoy's workers; every 4th user"
+  echo "    also sends x-lane: canary, which the filter replaces"
+  for round in $(seq 1 "$rounds"); do
+    for i in $(seq 1 "$users"); do
+      local claim=()
+      (( i % 4 == 0 )) && claim=(-H 'x-lane: canary')
+      # The upstream answers "<its name> <method> <path>".
+      curl -fsS "${claim[@]}" -H "x-user-id: user-$i" "http://127.0.0.1:10000/shop/$round/$i" \
+        | awk -v u="user-$i" '{print u, $1}' >>"$work/served"
+    done
+  done
+
+  echo
+  echo "==> where each user's $rounds requests went"
+  awk '
+    { lanes[$1] = (lanes[$1] == "" ? $2 : lanes[$1] " " $2) }
+    END {
+      for (u in lanes) {
+        split(lanes[u], seen, " "); same = 1
+        for (j in seen) if (seen[j] != seen[1]) same = 0
+        printf "%-8s %-7s %s\n", u, seen[1], same ? "every time" : "MOVED: " lanes[u]
+      }
+    }' "$work/served" | sort -V | column -c 100 | sed 's/^/    /'
+  echo
+  echo "==> lanes"
+  local total
+  total=$(wc -l <"$work/served")
+  for lane in canary beta stable; do
+    local n users_in
+    n=$(awk -v l="$lane" '$2==l' "$work/served" | wc -l)
+    users_in=$(awk -v l="$lane" '$2==l {print $1}' "$work/served" | sort -u | wc -l)
+    printf '    %-7s %3d users, %3d requests, %4.1f %% of users\n' "$lane" "$users_in" "$n" \
+      "$(awk -v a="$users_in" -v b="$users" 'BEGIN { print 100*a/b }')"
+  done
+  echo "    (configured: canary 10 %, beta the next 20 %, stable the rest; with $users users the"
+  echo "    shares are rough, but who lands where is fixed by the hash of x-user-id)"
+  local moved
+  moved=$(sort -u "$work/served" | awk '{print $1}' | uniq -d | wc -l)
+  echo "    users seen in more than one lane: $moved (of $users, over $total requests)"
+  echo
+  echo "==> the plugin's stats (admin /stats)"
+  curl -fsS "http://127.0.0.1:9901/stats?filter=^wasmcustom" | sed 's/^/    /'
+}
+
+"demo_$MODE"

@@ -90,6 +90,7 @@ impl Received {
             "x-request-id",
             "x-user-id",
             "x-traffic-mirror",
+            "x-lane",
             "content-length",
             "transfer-encoding",
         ] {
