@@ -36,6 +36,9 @@ REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 RSS_REQUESTS = int(os.environ.get("BENCH_RSS_REQUESTS", "100000"))
 RSS_SECONDS = int(os.environ.get("BENCH_RSS_SECONDS", "30"))
+# BENCH_ONLY=noop,mirror_0,...: only these configurations, without the latency and RSS
+# runs (for a closer look at a few, with more rounds).
+ONLY = [k for k in os.environ.get("BENCH_ONLY", "").split(",") if k]
 ENVOY_CPU, LOAD_CPU = "0", "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY_BYTES = 16 * 1024
@@ -155,6 +158,13 @@ NATIVE_MIRROR = """
                     runtime_fraction: { default_value: { numerator: 100, denominator: HUNDRED } }"""
 
 
+# A lanes-only configuration: the key hashed, the lane header written on every request.
+LANES_CONFIG = {"lanes": {
+    "header": "x-lane", "sample_by": {"header": "x-request-id"}, "salt": "bench",
+    "split": [{"lane": "canary", "percent": 5}, {"lane": "beta", "percent": 10}],
+    "default": "stable"}}
+
+
 def mirror_config(percent, **extra):
     target = {"name": "bench", "cluster": "mirror", "percent": percent}
     target.update(extra)
@@ -264,6 +274,87 @@ def summary(values):
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
+VALGRIND_KEYS = ["none", "noop", "mirror_0", "mirror_0_no_drain", "lanes", "mirror_100_get", "native_get"]
+
+
+def envoy_binary():
+    """The Envoy executable itself (the venv's `envoy` is a Python launcher)."""
+    path = Path(ENVOY).resolve()
+    if path.read_bytes()[:2] == b"#!":
+        found = list(path.parent.parent.glob("lib/python*/site-packages/envoy/_bin/envoy"))
+        if found:
+            return str(found[0])
+    return str(path)
+
+
+def instructions_per_request(yaml_text, workdir):
+    """Envoy's instructions per request, counted by valgrind's callgrind: deterministic
+    where CPU time is noisy. Counts only while requests run, over 3000 and over 1000
+    keep-alive GETs, twice, and returns the difference per request (start-up, warm-up
+    and per-run costs cancel out) for each of the two pairs."""
+    import http.client
+    d = Path(tempfile.mkdtemp(dir=workdir))
+    (d / "envoy.yaml").write_text(yaml_text)
+    out = d / "callgrind.out"
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", "--instr-atstart=no",
+         f"--callgrind-out-file={out}.%p", envoy_binary(), "-c", str(d / "envoy.yaml"),
+         "--concurrency", "1", "--use-dynamic-base-id", "-l", "warning",
+         "--admin-address-path", str(d / "admin")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until("envoy admin under valgrind", lambda: (d / "admin").read_text().strip() != "", 120)
+        admin = "http://" + (d / "admin").read_text().strip()
+        wait_until("envoy ready under valgrind", lambda: http_get(admin + "/ready").strip() == "LIVE", 120)
+        port = json.loads(http_get(admin + "/listeners?format=json"))["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+        def requests(n):
+            for _ in range(n):
+                conn.request("GET", "/bench/item?id=1")
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"status {r.status}")
+
+        def control(*args):
+            subprocess.run(["callgrind_control", *args, str(proc.pid)], check=True, capture_output=True)
+
+        def counted(n):
+            control("-z")
+            control("-i", "on")
+            requests(n)
+            control("-i", "off")
+            control("-d")
+            dumps = sorted(d.glob("callgrind.out.*"), key=lambda f: f.stat().st_mtime)
+            text = subprocess.run(["callgrind_annotate", str(dumps[-1])], capture_output=True, text=True).stdout
+            return int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text).group(1).replace(",", ""))
+
+        requests(500)  # warm-up: JIT tiers, pools, connections
+        pairs = []
+        for _ in range(2):
+            small, large = counted(1000), counted(3000)
+            pairs.append((large - small) / 2000)
+        conn.close()
+        return pairs
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def report_only(configs, runs):
+    """The table for BENCH_ONLY runs: each configuration's minimum, its spread, every
+    round, and its ratio to the first one."""
+    first = min(r["cpu_us_per_request"] for r in runs[configs[0][0]])
+    print(f"Envoy CPU µs/request, minimum of {REPEAT} interleaved runs (+ spread); ratio to {configs[0][1]}\n")
+    print("| configuration | min | spread | every run | ratio |")
+    print("|---|---|---|---|---|")
+    for key, label, *_ in configs:
+        values = [r["cpu_us_per_request"] for r in runs[key]]
+        print(f"| {label} | {min(values):.1f} | +{max(values) - min(values):.1f} | "
+              f"{' '.join(f'{v:.1f}' for v in values)} | {min(values) / first:.3f} |")
+
+
 def main():
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -291,12 +382,19 @@ def main():
         ("mirror_0", "3. traffic-mirror, 0 % sampled", yaml(ours(mirror_config(0))), get_lua),
         ("mirror_0_no_drain", "3b. the same without the drain (no proxy_on_done)",
          yaml(plugin_filter(NO_DRAIN, mirror_config(0))), get_lua),
+        ("lanes", "3c. lanes only: every request put in one of 3 lanes (header set)",
+         yaml(ours(LANES_CONFIG)), get_lua),
         ("mirror_1", "4. traffic-mirror, 1 % sampled", yaml(ours(mirror_config(1))), get_lua),
         ("mirror_100_get", "5. traffic-mirror, 100 %, GET", yaml(ours(mirror_config(100))), get_lua),
         ("mirror_100_post", "6. traffic-mirror, 100 %, POST 16 KiB", yaml(ours(mirror_config(100))), post_lua),
         ("native_get", "7. native request_mirror_policies, 100 %, GET", yaml(policy=NATIVE_MIRROR), get_lua),
         ("native_post", "7. native request_mirror_policies, 100 %, POST 16 KiB", yaml(policy=NATIVE_MIRROR), post_lua),
     ]
+    if ONLY:
+        unknown = set(ONLY) - {key for key, *_ in configs}
+        if unknown:
+            sys.exit(f"bench: BENCH_ONLY names unknown configurations {sorted(unknown)}")
+        configs = [c for c in configs if c[0] in ONLY]
     runs = {key: [] for key, *_ in configs}
     try:
         for rep in range(REPEAT):
@@ -310,6 +408,16 @@ def main():
                         assert stats.get("wasmcustom.traffic_mirror.bench.dispatched", 0) > 0, stats
                 finally:
                     envoy.stop()
+        if ONLY:
+            report_only(configs, runs)
+            return
+
+        # Instructions per request, under valgrind: the same configurations, counted.
+        counts = {}
+        for key, label, text, script in configs:
+            if key in VALGRIND_KEYS:
+                log(f"instructions per request under valgrind: {label}")
+                counts[key] = instructions_per_request(text, workdir)
 
         # Slow mirror vs healthy mirror, same load, side by side.
         latency = {"healthy": [], "slow": []}
@@ -360,6 +468,7 @@ def main():
     cpu = lambda key: best(key, "cpu_us_per_request")
     result["ratios"] = {
         "mirror_0_vs_no_drain": cpu("mirror_0") / cpu("mirror_0_no_drain"),
+        "lanes_vs_mirror_0": cpu("lanes") / cpu("mirror_0"),
         "mirror_0_vs_noop": cpu("mirror_0") / cpu("noop"),
         "noop_vs_none": cpu("noop") / cpu("none"),
         "mirror_100_get_vs_native_get": cpu("mirror_100_get") / cpu("native_get"),
@@ -371,6 +480,9 @@ def main():
     }
     result["slow_mirror"]["ratio"] = (result["slow_mirror"]["slow_p99_ms"]["min"]
                                       / result["slow_mirror"]["healthy_p99_ms"]["min"])
+    result["instructions_per_request"] = {
+        key: {"label": next(label for k, label, *_ in configs if k == key), "runs": pairs}
+        for key, pairs in counts.items()}
     result["stalled_mirror_rss"] = {
         "requests": sent, "rss_before_kib": rss_before, "rss_after_kib": rss_after,
         "dispatched": stats.get("wasmcustom.traffic_mirror.bench.dispatched", 0),
@@ -397,6 +509,24 @@ def main():
         print(f"| {label} | {fmt(c['cpu_us_per_request'])} | {cpu(key) / base['none']:.2f} | "
               f"{cpu(key) / base['noop']:.2f} | {vs_native} | {fmt(c['rps'], 0)} | "
               f"{fmt(c['p50_ms'], 2)} | {fmt(c['p99_ms'], 2)} |")
+    spread = lambda key: max(r["cpu_us_per_request"] for r in runs[key]) - cpu(key)
+    print(f"\nthe drain (proxy_on_done exported), unsampled request: {cpu('mirror_0'):.1f} µs with it, "
+          f"{cpu('mirror_0_no_drain'):.1f} µs without: ×{result['ratios']['mirror_0_vs_no_drain']:.3f} "
+          f"(spreads +{spread('mirror_0'):.1f} and +{spread('mirror_0_no_drain'):.1f} µs)")
+    print(f"lanes only, every request: {cpu('lanes'):.1f} µs, ×{result['ratios']['lanes_vs_mirror_0']:.3f} "
+          f"the unsampled mirror (spread +{spread('lanes'):.1f} µs)")
+    print("\nEnvoy instructions per request (valgrind callgrind; two measurements, each the "
+          "difference between 3000 and 1000 keep-alive GETs):\n")
+    print("| configuration | instructions/request | × no filter | × empty wasm |")
+    print("|---|---|---|---|")
+    ins = {k: min(v) for k, v in counts.items()}
+    for key, pairs in counts.items():
+        label = result["instructions_per_request"][key]["label"]
+        print(f"| {label} | {ins[key]:,.0f} ({' / '.join(f'{p:,.0f}' for p in pairs)}) | "
+              f"{ins[key] / ins['none']:.3f} | {ins[key] / ins['noop']:.3f} |")
+    print(f"\nthe drain, counted: {ins['mirror_0'] - ins['mirror_0_no_drain']:,.0f} instructions per request, "
+          f"×{ins['mirror_0'] / ins['mirror_0_no_drain']:.3f}; lanes only: ×{ins['lanes'] / ins['mirror_0']:.3f} "
+          f"the unsampled mirror; 100 % GET ×{ins['mirror_100_get'] / ins['native_get']:.3f} native mirroring")
     sm = result["slow_mirror"]
     print(f"\nclient p99, 100 % mirrored GET: healthy mirror {fmt(sm['healthy_p99_ms'], 2)} ms, "
           f"mirror answering after 1.5 s {fmt(sm['slow_p99_ms'], 2)} ms (×{sm['ratio']:.2f})")

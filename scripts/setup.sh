@@ -8,7 +8,7 @@
 #                            # wasm32-unknown-unknown, wasm-bindgen-cli, nightly + cargo-fuzz,
 #                            # the older Envoys in .venvs/, jsonschema and PyYAML in .venv,
 #                            # and, with apt-get as root, nodejs, skopeo, docker-registry
-#   scripts/setup.sh bench   # demo, plus wrk (apt-get, as root)
+#   scripts/setup.sh bench   # demo, plus wrk and valgrind (apt-get, as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -117,6 +117,7 @@ setup_bench() {
   setup_demo
   local debs=()
   command -v wrk >/dev/null || debs+=(wrk)
+  command -v valgrind >/dev/null || debs+=(valgrind)  # instructions per request
   debian_packages "${debs[@]}"
 }
 

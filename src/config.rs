@@ -272,7 +272,10 @@ fn parse_lanes(path: &str, value: &Value, loop_header: &str) -> Result<Lanes> {
         if (total * 10_000.0 + 0.5).floor() > BUCKETS as f64 {
             return error(
                 &pp,
-                format!("the split's percents add up to {total} here, more than 100"),
+                format!(
+                    "the split's percents add up to {} here, more than 100",
+                    show(&Value::from(total))
+                ),
             );
         }
         names.push(name);
