@@ -8,18 +8,33 @@ use std::rc::Rc;
 use crate::budget::Budget;
 use crate::config::{OnMissingKey, Plan, Target};
 use crate::copy::copy_headers;
+use crate::matching::Mismatch;
 use crate::metrics::{Counter, Metrics};
 use crate::request::RequestView;
-use crate::sampling::{is_sampled, random_bucket, with_key, Rng, SampleKey};
+use crate::sampling::{bucket, is_sampled, random_bucket, with_key, Rng, SampleKey};
 use crate::wire;
 
-/// What sampling made of one request for one target.
+/// What one target made of a request (after the loop check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    NotMatched,
+pub enum Decision<'a> {
+    /// A `match` condition failed: this one.
+    NotMatched(Mismatch<'a>),
+    /// No key, and `on_missing_key` is `skip`.
     MissingKey,
-    NotSampled,
-    Sampled,
+    /// The key's bucket decided (`None`: not computed, the threshold alone decided).
+    Keyed { bucket: Option<u32>, sampled: bool },
+    /// A random draw decided (`sample_by` random, or no key with `on_missing_key`
+    /// random).
+    Drawn { sampled: bool },
+}
+
+impl Decision<'_> {
+    pub fn is_sampled(&self) -> bool {
+        matches!(
+            self,
+            Decision::Keyed { sampled: true, .. } | Decision::Drawn { sampled: true }
+        )
+    }
 }
 
 /// Whether this kind of request is ever mirrored: not `CONNECT`, not an upgrade.
@@ -27,27 +42,35 @@ pub fn is_mirrorable(request: &mut impl RequestView) -> bool {
     request.method() != b"CONNECT" && request.header("upgrade").is_none()
 }
 
-/// Match and sample one target.
-pub fn decide(target: &Target, request: &mut impl RequestView, rng: &mut Rng) -> Decision {
-    if !target.matcher.matches(request) {
-        return Decision::NotMatched;
+/// Match and sample one target. The hot path skips the hash where the threshold alone
+/// decides (0 % and 100 %); `always_hash` computes the bucket anyway, for `explain`.
+pub fn decide<'a>(
+    target: &'a Target,
+    request: &mut impl RequestView,
+    rng: &mut Rng,
+    always_hash: bool,
+) -> Decision<'a> {
+    if let Err(mismatch) = target.matcher.check(request) {
+        return Decision::NotMatched(mismatch);
     }
     let keyed = with_key(&target.sample_by, request, |key| {
-        is_sampled(&target.salt, key, target.threshold)
+        if always_hash {
+            let bucket = bucket(&target.salt, key);
+            (Some(bucket), bucket < target.threshold)
+        } else {
+            (None, is_sampled(&target.salt, key, target.threshold))
+        }
     });
-    let sampled = match keyed {
-        Some(sampled) => sampled,
+    match keyed {
+        Some((bucket, sampled)) => Decision::Keyed { bucket, sampled },
         None if target.sample_by == SampleKey::Random
             || target.on_missing_key == OnMissingKey::Random =>
         {
-            random_bucket(rng.next_u64()) < target.threshold
+            Decision::Drawn {
+                sampled: random_bucket(rng.next_u64()) < target.threshold,
+            }
         }
-        None => return Decision::MissingKey,
-    };
-    if sampled {
-        Decision::Sampled
-    } else {
-        Decision::NotSampled
+        None => Decision::MissingKey,
     }
 }
 
@@ -133,19 +156,18 @@ pub fn begin<R: RequestView>(
     let mut sampled: Vec<usize> = Vec::new();
     let mut content_length: Option<Option<usize>> = None;
     for (index, target) in plan.targets.iter().enumerate() {
-        match decide(target, request, rng) {
-            Decision::NotMatched => continue,
+        match decide(target, request, rng, false) {
+            Decision::NotMatched(_) => continue,
             Decision::MissingKey => {
                 metrics.count(index, Counter::Requests);
                 metrics.count(index, Counter::SkippedMissingKey);
                 continue;
             }
-            Decision::NotSampled => {
+            decision => {
                 metrics.count(index, Counter::Requests);
-                continue;
-            }
-            Decision::Sampled => {
-                metrics.count(index, Counter::Requests);
+                if !decision.is_sampled() {
+                    continue;
+                }
                 metrics.count(index, Counter::Sampled);
             }
         }

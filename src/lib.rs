@@ -14,6 +14,7 @@ pub mod capture;
 pub mod config;
 pub mod copy;
 pub mod drain;
+pub mod explain;
 pub mod lanes;
 pub mod limits;
 pub mod matching;

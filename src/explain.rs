@@ -1,0 +1,232 @@
+//! What the filter would do with one request, for the `traffic-mirror explain` command:
+//! the request's lane, and for each target whether it is mirrored and why, with the
+//! bucket and the threshold, and the copy's headers. It runs the filter's own steps
+//! (lane assignment, loop check, match, key, hash, copy builder) on a request held in
+//! memory, so its answers are the module's.
+
+use crate::capture::{decide, is_mirrorable, Decision};
+use crate::config::{Plan, Target};
+use crate::copy::copy_headers;
+use crate::lanes::How;
+use crate::matching::Mismatch;
+use crate::metrics::Tally;
+use crate::request::{HeaderList, RequestView};
+use crate::sampling::{Rng, SampleKey};
+use crate::wire;
+
+/// Why a target mirrors a request or not (the JSON `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The request carries `loop_header`.
+    Loop,
+    /// A `match` condition failed (or the request is a `CONNECT` or an upgrade).
+    NoMatch,
+    /// No key, and `on_missing_key` is `skip`.
+    MissingKey,
+    /// The key's bucket is at or above the threshold.
+    NotSampled,
+    /// The key's bucket is below the threshold.
+    Sampled,
+    /// A random draw decides, per request.
+    Random,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Loop => "loop",
+            Reason::NoMatch => "no_match",
+            Reason::MissingKey => "missing_key",
+            Reason::NotSampled => "not_sampled",
+            Reason::Sampled => "sampled",
+            Reason::Random => "random",
+        }
+    }
+}
+
+/// One target's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub name: String,
+    /// `None`: drawn at random for each request.
+    pub mirrored: Option<bool>,
+    pub reason: Reason,
+    /// In words: which condition failed, which key was hashed.
+    pub detail: String,
+    pub bucket: Option<u32>,
+    pub threshold: u32,
+    /// The copy's headers, for a target that mirrors (or may mirror) the request.
+    pub copy: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+/// The whole answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The lane the request is in (assigned or kept); `None`: no lane header.
+    pub lane: Option<String>,
+    /// How the lane was decided, in words (empty without lanes).
+    pub lane_detail: String,
+    pub targets: Vec<Verdict>,
+}
+
+/// Explains `request` under `plan`. The request is changed as the filter changes it
+/// (the lane header).
+pub fn explain(plan: &Plan, request: &mut HeaderList) -> Explanation {
+    // Random draws are shown as such, never made: any seed will do.
+    let mut rng = Rng::new(0);
+    let (lane, lane_detail) = match &plan.lanes {
+        None => (None, String::new()),
+        Some(lanes) => {
+            let decision = lanes.assign(request, &mut rng, &mut Tally::default());
+            let name = decision
+                .lane
+                .and_then(|l| lanes.name(l))
+                .map(str::to_string);
+            let detail = match decision.how {
+                How::Kept => "kept the lane it arrived with (keep_incoming)".to_string(),
+                How::Hashed { bucket } => format!(
+                    "bucket {bucket} of {} (salt {:?})",
+                    key_name(&lanes.sample_by),
+                    String::from_utf8_lossy(&lanes.salt)
+                ),
+                How::MissingKey => format!("no {}: the default lane", key_name(&lanes.sample_by)),
+                How::Random { .. } => {
+                    format!(
+                        "no {}: drawn at random for each request",
+                        key_name(&lanes.sample_by)
+                    )
+                }
+            };
+            let kept = if decision.how == How::Kept {
+                request
+                    .header(&lanes.header)
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+            } else {
+                name
+            };
+            (kept, detail)
+        }
+    };
+    let mirrorable = is_mirrorable(request);
+    let looping = request.header(&plan.loop_header).is_some();
+    let pairs_map = request.header_map();
+    let pairs = wire::parse(&pairs_map).unwrap_or_default();
+    let targets = plan
+        .targets
+        .iter()
+        .map(|target| {
+            let (mirrored, reason, detail, bucket) = if !mirrorable {
+                (
+                    Some(false),
+                    Reason::NoMatch,
+                    "CONNECT and upgrade requests are never mirrored".to_string(),
+                    None,
+                )
+            } else if looping {
+                (
+                    Some(false),
+                    Reason::Loop,
+                    format!("the request carries {}", plan.loop_header),
+                    None,
+                )
+            } else {
+                verdict(target, request, &mut rng)
+            };
+            let copy = (mirrored != Some(false)).then(|| {
+                let headers = copy_headers(&pairs, target, &plan.loop_header);
+                wire::parse(&headers)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                    .collect()
+            });
+            Verdict {
+                name: target.name.clone(),
+                mirrored,
+                reason,
+                detail,
+                bucket,
+                threshold: target.threshold,
+                copy,
+            }
+        })
+        .collect();
+    Explanation {
+        lane,
+        lane_detail,
+        targets,
+    }
+}
+
+fn verdict(
+    target: &Target,
+    request: &mut HeaderList,
+    rng: &mut Rng,
+) -> (Option<bool>, Reason, String, Option<u32>) {
+    let key = key_name(&target.sample_by);
+    match decide(target, request, rng, true) {
+        Decision::NotMatched(mismatch) => (
+            Some(false),
+            Reason::NoMatch,
+            mismatch_text(target, mismatch),
+            None,
+        ),
+        Decision::MissingKey => (
+            Some(false),
+            Reason::MissingKey,
+            format!("no {key} (on_missing_key: skip)"),
+            None,
+        ),
+        Decision::Keyed { bucket, sampled } => {
+            let detail = format!(
+                "bucket {} of {key} (salt {:?}) {} threshold {}",
+                bucket.unwrap_or_default(),
+                String::from_utf8_lossy(&target.salt),
+                if sampled { "<" } else { ">=" },
+                target.threshold
+            );
+            let reason = if sampled {
+                Reason::Sampled
+            } else {
+                Reason::NotSampled
+            };
+            (Some(sampled), reason, detail, bucket)
+        }
+        Decision::Drawn { .. } => {
+            let detail = match target.sample_by {
+                SampleKey::Random => "sample_by random: drawn for each request".to_string(),
+                _ => format!("no {key}: drawn at random for each request (on_missing_key: random)"),
+            };
+            (None, Reason::Random, detail, None)
+        }
+    }
+}
+
+fn key_name(key: &SampleKey) -> String {
+    match key {
+        SampleKey::Header(name) => format!("header {name}"),
+        SampleKey::Cookie(name) => format!("cookie {name}"),
+        SampleKey::Query(name) => format!("query parameter {name}"),
+        SampleKey::Random => "random".to_string(),
+    }
+}
+
+fn mismatch_text(target: &Target, mismatch: Mismatch<'_>) -> String {
+    let m = &target.matcher;
+    match mismatch {
+        Mismatch::Method => format!("match.methods: not one of {}", m.methods.join(", ")),
+        Mismatch::PathPrefix => format!(
+            "match.path_prefix: the path does not start with {}",
+            m.path_prefix.as_deref().unwrap_or_default()
+        ),
+        Mismatch::PathExact => format!(
+            "match.path_exact: the path is not {}",
+            m.path_exact.as_deref().unwrap_or_default()
+        ),
+        Mismatch::ExcludedPath(prefix) => {
+            format!("match.exclude_path_prefixes: the path starts with {prefix}")
+        }
+        Mismatch::Host => "match.hosts: the host is none of them".to_string(),
+        Mismatch::Header(name) => format!("match.headers.{name}: absent or another value"),
+    }
+}
