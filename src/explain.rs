@@ -171,12 +171,19 @@ fn verdict(
             mismatch_text(target, mismatch),
             None,
         ),
-        Decision::MissingKey => (
-            Some(false),
-            Reason::MissingKey,
-            format!("no {key} (on_missing_key: skip)"),
-            None,
-        ),
+        Decision::MissingKey => {
+            let hint = if target.sample_by == SampleKey::Header("x-request-id".into()) {
+                "; Envoy gives every request an x-request-id: pass one with -H"
+            } else {
+                ""
+            };
+            (
+                Some(false),
+                Reason::MissingKey,
+                format!("no {key} (on_missing_key: skip){hint}"),
+                None,
+            )
+        }
         Decision::Keyed { bucket, sampled } => {
             let detail = format!(
                 "bucket {} of {key} (salt {:?}) {} threshold {}",

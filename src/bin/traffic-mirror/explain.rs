@@ -1,0 +1,162 @@
+//! `traffic-mirror explain FILE [...]`: what the filter would do with one request.
+
+use serde_json::json;
+use traffic_mirror::config::{self, Plan};
+use traffic_mirror::explain::{explain, Explanation};
+use traffic_mirror::request::HeaderList;
+
+use crate::input;
+
+const USAGE: &str = "usage: traffic-mirror explain FILE [--method M] [--path P] [--authority A] [-H 'name: value']... [--json]";
+
+/// The one configuration in FILE, compiled; on failure the exit status (its error line
+/// printed: 1 for an invalid configuration, 2 for anything else).
+pub fn one_plan(file: &str) -> Result<Plan, u8> {
+    let found = input::read(file)
+        .and_then(|bytes| input::configurations(file, &bytes))
+        .map_err(|e| {
+            eprintln!("{e}");
+            2
+        })?;
+    let [only] = found.as_slice() else {
+        eprintln!(
+            "{file}: holds {} traffic-mirror configurations; give a file with one",
+            found.len()
+        );
+        return Err(2);
+    };
+    let bytes = only.configuration.as_ref().map_err(|why| {
+        eprintln!("{}: traffic-mirror: {why}", only.location);
+        1
+    })?;
+    config::parse(bytes).map_err(|e| {
+        eprintln!("{}: {e}", only.location);
+        1
+    })
+}
+
+pub fn run(args: &[String]) -> u8 {
+    let mut file = None;
+    let (mut method, mut path, mut authority) = (
+        "GET".to_string(),
+        "/".to_string(),
+        "example.com".to_string(),
+    );
+    let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut as_json = false;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let mut value = |flag: &str| iter.next().cloned().ok_or(format!("{flag} needs a value"));
+        let step = match arg.as_str() {
+            "--method" => value("--method").map(|v| method = v.to_ascii_uppercase()),
+            "--path" => value("--path").map(|v| path = v),
+            "--authority" => value("--authority").map(|v| authority = v),
+            "-H" | "--header" => value("-H").and_then(|v| match v.split_once(':') {
+                Some((name, value)) if !name.trim().is_empty() => {
+                    headers.push((
+                        name.trim().to_ascii_lowercase(),
+                        value.trim().as_bytes().to_vec(),
+                    ));
+                    Ok(())
+                }
+                _ => Err(format!("-H takes 'name: value', got {v:?}")),
+            }),
+            "--json" => {
+                as_json = true;
+                Ok(())
+            }
+            _ if file.is_none() && (arg == "-" || !arg.starts_with('-')) => {
+                file = Some(arg.clone());
+                Ok(())
+            }
+            other => Err(format!("unexpected argument {other:?}")),
+        };
+        if let Err(problem) = step {
+            eprintln!("traffic-mirror explain: {problem}\n{USAGE}");
+            return 2;
+        }
+    }
+    let Some(file) = file else {
+        eprintln!("traffic-mirror explain: no FILE\n{USAGE}");
+        return 2;
+    };
+    let plan = match one_plan(&file) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    // The request as it reaches the filter: pseudo-headers first, as Envoy orders them.
+    let mut request = HeaderList::default();
+    for (name, value) in [
+        (":authority", authority.as_bytes()),
+        (":path", path.as_bytes()),
+        (":method", method.as_bytes()),
+        (":scheme", b"http".as_slice()),
+    ] {
+        request.headers.push((name.to_string(), value.to_vec()));
+    }
+    request.headers.extend(headers);
+    let explanation = explain(&plan, &mut request);
+    if as_json {
+        println!("{}", to_json(&explanation));
+    } else {
+        print_text(&plan, &method, &path, &authority, &explanation);
+    }
+    0
+}
+
+fn to_json(explanation: &Explanation) -> serde_json::Value {
+    let targets: Vec<serde_json::Value> = explanation
+        .targets
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "mirrored": t.mirrored,
+                "reason": t.reason.name(),
+                "bucket": t.bucket,
+                "threshold": t.threshold,
+            })
+        })
+        .collect();
+    json!({"lane": explanation.lane, "targets": targets})
+}
+
+fn print_text(plan: &Plan, method: &str, path: &str, authority: &str, explanation: &Explanation) {
+    println!("request: {method} {path} (:authority {authority})");
+    if let Some(lanes) = &plan.lanes {
+        match &explanation.lane {
+            Some(lane) => println!(
+                "lane: {lane} ({}: {lane}; {})",
+                lanes.header, explanation.lane_detail
+            ),
+            None => println!(
+                "lane: none ({} not set; {})",
+                lanes.header, explanation.lane_detail
+            ),
+        }
+    }
+    for (verdict, target) in explanation.targets.iter().zip(&plan.targets) {
+        let outcome = match verdict.mirrored {
+            Some(true) => "mirrored".to_string(),
+            Some(false) => format!("not mirrored ({})", verdict.reason.name()),
+            None => "mirrored or not, at random (random)".to_string(),
+        };
+        println!("target {}: {outcome}: {}", verdict.name, verdict.detail);
+        if let Some(copy) = &verdict.copy {
+            println!(
+                "  the copy, to cluster {} (timeout {} ms), if the body and the limits allow:",
+                target.cluster, target.timeout_ms
+            );
+            for (name, value) in copy {
+                println!(
+                    "    {}: {}",
+                    String::from_utf8_lossy(name),
+                    String::from_utf8_lossy(value)
+                );
+            }
+        }
+    }
+    if plan.targets.is_empty() {
+        println!("no targets: nothing is mirrored");
+    }
+}

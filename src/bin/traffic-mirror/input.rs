@@ -1,0 +1,343 @@
+//! Finding traffic-mirror configurations in a file: a plugin configuration itself, the
+//! `configuration` of every traffic-mirror filter in an Envoy configuration, or the
+//! `pluginConfig` of every `WasmPlugin` in Kubernetes YAML, rendered as Istio hands it to
+//! the filter. What comes out is the bytes the module would be given.
+
+use std::io::Read;
+
+use serde_json::Value;
+
+use crate::yaml;
+
+const WASM_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
+
+/// One traffic-mirror configuration and where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// `FILE`, or `FILE: listener ingress, filter envoy.filters.http.wasm`, or
+    /// `FILE: WasmPlugin shop/traffic-mirror`.
+    pub location: String,
+    /// What the module would be given as its configuration; `Err`: why none could be
+    /// (the configuration is of a type the filter cannot read).
+    pub configuration: Result<Vec<u8>, String>,
+}
+
+/// Reads a file (`-`: standard input).
+pub fn read(path: &str) -> Result<Vec<u8>, String> {
+    if path == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("-: cannot read standard input: {e}"))?;
+        Ok(bytes)
+    } else {
+        std::fs::read(path).map_err(|e| format!("{path}: cannot read: {e}"))
+    }
+}
+
+/// Every traffic-mirror configuration in a file's bytes; `Err` when there is none.
+pub fn configurations(name: &str, bytes: &[u8]) -> Result<Vec<Found>, String> {
+    let documents = match serde_json::from_slice::<Value>(bytes) {
+        Ok(value) if is_plugin_configuration(&value) => {
+            return Ok(vec![Found {
+                location: name.to_string(),
+                configuration: Ok(bytes.to_vec()),
+            }])
+        }
+        Ok(value) => vec![value],
+        Err(json_error) => {
+            let text = String::from_utf8_lossy(bytes);
+            match yaml::documents(&text) {
+                Ok(docs) => docs,
+                // Broken JSON is given to the filter, which says what is wrong with it.
+                Err(_) if looks_like_json(bytes) => {
+                    return Ok(vec![Found {
+                        location: name.to_string(),
+                        configuration: Ok(bytes.to_vec()),
+                    }])
+                }
+                Err(yaml_error) => {
+                    return Err(format!(
+                        "{name}: neither JSON ({json_error}) nor YAML ({yaml_error})"
+                    ))
+                }
+            }
+        }
+    };
+    let mut found = Vec::new();
+    for (i, doc) in documents.iter().enumerate() {
+        let at = if documents.len() > 1 {
+            format!("{name} (document {})", i + 1)
+        } else {
+            name.to_string()
+        };
+        if doc.get("kind").and_then(Value::as_str) == Some("WasmPlugin") {
+            found.extend(wasm_plugin(&at, doc));
+        } else if documents.len() == 1
+            && (doc.get("targets").is_some() || doc.get("lanes").is_some())
+            && is_plugin_configuration(doc)
+        {
+            // A pluginConfig written in YAML.
+            found.push(Found {
+                location: at,
+                configuration: Ok(istio_json(doc).into_bytes()),
+            });
+        } else {
+            envoy_filters(&at, doc, &mut Vec::new(), &mut found);
+        }
+    }
+    if found.is_empty() {
+        Err(format!("{name}: holds no traffic-mirror configuration"))
+    } else {
+        Ok(found)
+    }
+}
+
+/// A plugin configuration itself: an object with `targets` or `lanes` and nothing that
+/// makes it an Envoy or Kubernetes document.
+fn is_plugin_configuration(value: &Value) -> bool {
+    let Some(object) = value.as_object() else {
+        // Not an object: the filter will say so.
+        return true;
+    };
+    let envoy_or_kubernetes = [
+        "static_resources",
+        "admin",
+        "node",
+        "resources",
+        "kind",
+        "apiVersion",
+        "typed_config",
+    ]
+    .iter()
+    .any(|key| object.contains_key(*key));
+    !envoy_or_kubernetes
+}
+
+fn looks_like_json(bytes: &[u8]) -> bool {
+    matches!(
+        bytes.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[') | None
+    )
+}
+
+/// A `WasmPlugin` whose `pluginConfig` Istio would hand to the filter.
+fn wasm_plugin(at: &str, doc: &Value) -> Option<Found> {
+    let metadata = &doc["metadata"];
+    let name = metadata["name"].as_str().unwrap_or("?");
+    let location = match metadata["namespace"].as_str() {
+        Some(namespace) => format!("{at}: WasmPlugin {namespace}/{name}"),
+        None => format!("{at}: WasmPlugin {name}"),
+    };
+    let spec = &doc["spec"];
+    if !is_traffic_mirror(spec["pluginName"].as_str(), spec["url"].as_str()) {
+        return None;
+    }
+    // Istio sends no configuration for a missing or empty pluginConfig.
+    let configuration = match &spec["pluginConfig"] {
+        Value::Object(map) if !map.is_empty() => istio_json(&spec["pluginConfig"]),
+        _ => String::new(),
+    };
+    Some(Found {
+        location,
+        configuration: Ok(configuration.into_bytes()),
+    })
+}
+
+fn is_traffic_mirror(root_id: Option<&str>, code: Option<&str>) -> bool {
+    root_id == Some("traffic_mirror")
+        || code.is_some_and(|c| c.contains("traffic-mirror") || c.contains("traffic_mirror"))
+}
+
+/// Every traffic-mirror wasm filter in an Envoy configuration (bootstrap, listener, ECDS
+/// resource), wherever it is.
+fn envoy_filters(at: &str, value: &Value, names: &mut Vec<String>, found: &mut Vec<Found>) {
+    match value {
+        Value::Object(object) => {
+            let named = object
+                .get("name")
+                .and_then(Value::as_str)
+                .map(|n| n.to_string());
+            if let Some(name) = &named {
+                names.push(name.clone());
+            }
+            if object.get("@type").and_then(Value::as_str) == Some(WASM_FILTER) {
+                let config = &object["config"];
+                let code = config
+                    .pointer("/vm_config/code/local/filename")
+                    .or(config.pointer("/vm_config/code/remote/http_uri/uri"))
+                    .and_then(Value::as_str);
+                if is_traffic_mirror(config["root_id"].as_str(), code) {
+                    found.push(Found {
+                        location: format!("{at}: {}", names.join(" > ")),
+                        configuration: envoy_configuration(&config["configuration"]),
+                    });
+                }
+            } else {
+                for child in object.values() {
+                    envoy_filters(at, child, names, found);
+                }
+            }
+            if named.is_some() {
+                names.pop();
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                envoy_filters(at, item, names, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The filter's `configuration`: what Envoy hands the module.
+fn envoy_configuration(configuration: &Value) -> Result<Vec<u8>, String> {
+    match configuration {
+        Value::Null => Ok(Vec::new()),
+        Value::Object(any) => match any.get("@type").and_then(Value::as_str) {
+            Some(STRING_VALUE) => Ok(any
+                .get("value")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .as_bytes()
+                .to_vec()),
+            other => Err(format!(
+                "configuration is {}, not a google.protobuf.StringValue holding JSON",
+                other.unwrap_or("untyped")
+            )),
+        },
+        _ => Err("configuration is not a google.protobuf.StringValue holding JSON".to_string()),
+    }
+}
+
+/// A plugin configuration as Istio hands `pluginConfig` to the filter: a protobuf
+/// `Struct` (every number a double) as compact JSON with sorted keys, integral numbers
+/// without a fraction, and `<`, `>`, `&`, U+2028, U+2029 escaped as Go's encoder does.
+pub fn istio_json(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(0.0);
+            if x.fract() == 0.0 && x.abs() < 1e21 {
+                format!("{x:.0}")
+            } else {
+                serde_json::Number::from_f64(x)
+                    .map_or_else(|| "null".to_string(), |n| n.to_string())
+            }
+        }
+        Value::String(s) => go_string(s),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(istio_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let members: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", go_string(k), istio_json(&map[k])))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+    }
+}
+
+fn go_string(text: &str) -> String {
+    serde_json::to_string(text)
+        .unwrap_or_default()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_configuration_is_taken_as_it_is() {
+        let bytes = br#"{"targets": [{"name": "t", "cluster": "c", "percent": 1}]}"#;
+        let found = configurations("p.json", bytes).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].location, "p.json");
+        assert_eq!(found[0].configuration.as_deref(), Ok(&bytes[..]));
+        // Broken JSON too: the filter says what is wrong with it.
+        let broken = configurations("p.json", b"{\"targets\": [").unwrap();
+        assert_eq!(
+            broken[0].configuration.as_deref(),
+            Ok(&b"{\"targets\": ["[..])
+        );
+    }
+
+    #[test]
+    fn envoy_filters_are_found_with_their_location() {
+        let yaml = r#"
+static_resources:
+  listeners:
+  - name: ingress
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                root_id: traffic_mirror
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{"targets": []}'
+          - name: other
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config: {root_id: someone_else}
+"#;
+        let found = configurations("envoy.yaml", yaml.as_bytes()).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].location,
+            "envoy.yaml: ingress > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm"
+        );
+        assert_eq!(
+            found[0].configuration.as_deref(),
+            Ok(&br#"{"targets": []}"#[..])
+        );
+    }
+
+    #[test]
+    fn wasm_plugins_are_rendered_as_istio_renders_them() {
+        let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: x}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: tm, namespace: shop}
+spec:
+  pluginName: traffic_mirror
+  pluginConfig:
+    targets:
+    - {name: t, percent: 10.0, cluster: "outbound|8080||a<b>&c", max_body_bytes: 1048576, max_rps: 0.5}
+"#;
+        let found = configurations("k.yaml", yaml.as_bytes()).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].location, "k.yaml (document 2): WasmPlugin shop/tm");
+        assert_eq!(
+            String::from_utf8(found[0].configuration.clone().unwrap()).unwrap(),
+            r#"{"targets":[{"cluster":"outbound|8080||a\u003cb\u003e\u0026c","max_body_bytes":1048576,"max_rps":0.5,"name":"t","percent":10}]}"#
+        );
+    }
+
+    #[test]
+    fn a_file_without_a_configuration_is_an_error() {
+        assert!(configurations("x.yaml", b"kind: Service\nmetadata: {name: a}\n").is_err());
+        assert!(configurations("x", b"a: [").is_err());
+    }
+}

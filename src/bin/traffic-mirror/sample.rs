@@ -1,0 +1,169 @@
+//! `traffic-mirror sample FILE [--target NAME | --lanes]`: which of the keys on standard
+//! input a target mirrors, or which lane each key is in, by the filter's own rule.
+
+use std::io::{BufRead, Write};
+
+use traffic_mirror::config::Plan;
+use traffic_mirror::lanes::LaneOnMissingKey;
+use traffic_mirror::sampling::{bucket, is_sampled, SampleKey};
+
+use crate::explain::one_plan;
+
+const USAGE: &str = "usage: traffic-mirror sample FILE [--target NAME | --lanes] < keys";
+
+enum Mode {
+    Target(Option<String>),
+    Lanes,
+}
+
+pub fn run(args: &[String]) -> u8 {
+    let mut file = None;
+    let mut mode = Mode::Target(None);
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--target" => match iter.next() {
+                Some(name) => mode = Mode::Target(Some(name.clone())),
+                None => return usage("--target needs a name"),
+            },
+            "--lanes" => mode = Mode::Lanes,
+            _ if file.is_none() => file = Some(arg.clone()),
+            other => return usage(&format!("unexpected argument {other:?}")),
+        }
+    }
+    let Some(file) = file else {
+        return usage("no FILE");
+    };
+    let plan = match one_plan(&file) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let keys = read_keys();
+    match mode {
+        Mode::Target(name) => sample_target(&plan, name.as_deref(), &keys),
+        Mode::Lanes => sample_lanes(&plan, &keys),
+    }
+}
+
+fn usage(problem: &str) -> u8 {
+    eprintln!("traffic-mirror sample: {problem}\n{USAGE}");
+    2
+}
+
+/// Standard input, one key a line (a trailing `\r` is not part of the key).
+fn read_keys() -> Vec<Vec<u8>> {
+    std::io::stdin()
+        .lock()
+        .split(b'\n')
+        .map_while(Result::ok)
+        .map(|mut line| {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            line
+        })
+        .collect()
+}
+
+fn sample_target(plan: &Plan, name: Option<&str>, keys: &[Vec<u8>]) -> u8 {
+    let target = match name {
+        Some(name) => plan.targets.iter().find(|t| t.name == name),
+        None => plan.targets.first(),
+    };
+    let Some(target) = target else {
+        let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
+        eprintln!(
+            "traffic-mirror sample: no target {} (targets: {})",
+            name.unwrap_or("at all"),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+        return 2;
+    };
+    if target.sample_by == SampleKey::Random {
+        eprintln!(
+            "traffic-mirror sample: target {} samples at random (sample_by random): no key decides",
+            target.name
+        );
+        return 2;
+    }
+    let mut out = std::io::stdout().lock();
+    let mut mirrored = 0usize;
+    for key in keys {
+        // An empty key is missing: never mirrored by its hash.
+        if !key.is_empty() && is_sampled(&target.salt, key, target.threshold) {
+            mirrored += 1;
+            let _ = out.write_all(key);
+            let _ = out.write_all(b"\n");
+        }
+    }
+    eprintln!(
+        "target {}: {mirrored} of {} keys mirrored ({:.2} %, configured {:.4} %)",
+        target.name,
+        keys.len(),
+        share(mirrored, keys.len()),
+        f64::from(target.threshold) / 10_000.0
+    );
+    0
+}
+
+fn sample_lanes(plan: &Plan, keys: &[Vec<u8>]) -> u8 {
+    let Some(lanes) = &plan.lanes else {
+        eprintln!("traffic-mirror sample: the configuration has no lanes");
+        return 2;
+    };
+    let mut out = std::io::stdout().lock();
+    let mut counts = vec![0usize; lanes.names.len()];
+    let (mut none, mut random) = (0usize, 0usize);
+    for key in keys {
+        let lane = if key.is_empty() {
+            match lanes.on_missing_key {
+                LaneOnMissingKey::Default => Some(lanes.default),
+                LaneOnMissingKey::Random => None,
+            }
+        } else {
+            Some(lanes.lane_of(bucket(&lanes.salt, key)))
+        };
+        let _ = out.write_all(key);
+        let _ = out.write_all(b"\t");
+        match lane {
+            Some(Some(lane)) => {
+                if let Some(count) = counts.get_mut(lane) {
+                    *count += 1;
+                }
+                let _ = out.write_all(lanes.name(lane).unwrap_or_default().as_bytes());
+            }
+            Some(None) => none += 1,
+            None => {
+                random += 1;
+                let _ = out.write_all(b"(random)");
+            }
+        }
+        let _ = out.write_all(b"\n");
+    }
+    let mut summary: Vec<String> = lanes
+        .names
+        .iter()
+        .zip(&counts)
+        .map(|(name, n)| format!("{name} {n} ({:.2} %)", share(*n, keys.len())))
+        .collect();
+    if none > 0 {
+        summary.push(format!("no lane {none} ({:.2} %)", share(none, keys.len())));
+    }
+    if random > 0 {
+        summary.push(format!("drawn at random {random} (no key)"));
+    }
+    eprintln!("lanes of {} keys: {}", keys.len(), summary.join(", "));
+    0
+}
+
+fn share(n: usize, of: usize) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        100.0 * n as f64 / of as f64
+    }
+}

@@ -1,0 +1,289 @@
+//! The `traffic-mirror` command as a user runs it, without an Envoy: `check` over every
+//! shipped configuration and over every bad configuration the unit tests know, its exit
+//! statuses, standard input, `explain` and `sample`. (Its agreement with the module in a
+//! real Envoy is in tests/e2e/command.rs.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the command in the repository with `stdin`; returns the output.
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_traffic-mirror"))
+        .args(args)
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every shipped file with a traffic-mirror configuration.
+fn shipped() -> Vec<String> {
+    let mut files = vec![
+        "envoy/envoy.yaml".to_string(),
+        "envoy/sidecar.yaml".to_string(),
+        "envoy/lanes.yaml".to_string(),
+        "envoy/compose/envoy.yaml".to_string(),
+    ];
+    let mut istio: Vec<String> = std::fs::read_dir(repo().join("envoy/istio"))
+        .unwrap()
+        .map(|e| format!("envoy/istio/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    istio.sort();
+    files.extend(istio);
+    files
+}
+
+#[test]
+fn check_passes_every_shipped_configuration() {
+    let files = shipped();
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let out = run(&args, b"");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), files.len(), "{stdout}");
+    for (file, line) in files.iter().zip(&lines) {
+        assert!(line.starts_with(file.as_str()), "{line}");
+        assert!(line.contains(": ok ("), "{line}");
+    }
+    assert!(stdout.contains("envoy/lanes.yaml: ingress > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm: ok (lanes canary, beta, stable (header x-lane))"), "{stdout}");
+    assert!(stdout.contains("envoy/istio/wasmplugin-sidecar.yaml: WasmPlugin shop/traffic-mirror: ok (targets staging)"), "{stdout}");
+}
+
+#[test]
+fn check_prints_the_parsers_line_for_every_bad_configuration() {
+    let cases: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/data/bad_configs.json")).unwrap(),
+    )
+    .unwrap();
+    for case in &cases {
+        let config = case["config"].as_str().unwrap();
+        let out = run(&["check", "-"], config.as_bytes());
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{config}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            text(&out.stdout),
+            format!("-: {}\n", case["error"].as_str().unwrap()),
+            "{config}"
+        );
+    }
+}
+
+#[test]
+fn exit_status_says_what_went_wrong() {
+    let dir = tempdir("exit");
+    let good = dir.join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"targets": [{"name": "t", "cluster": "c", "percent": 1}]}"#,
+    )
+    .unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"targets": []}"#).unwrap();
+    let good = good.to_str().unwrap();
+    let bad = bad.to_str().unwrap();
+    assert_eq!(run(&["check", good], b"").status.code(), Some(0));
+    assert_eq!(run(&["check", good, bad], b"").status.code(), Some(1));
+    let missing = run(&["check", good, "no/such/file.json"], b"");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("no/such/file.json: cannot read"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let none = run(&["check", "envoy/docker-compose.yaml"], b"");
+    assert_eq!(none.status.code(), Some(2));
+    assert_eq!(
+        text(&none.stderr),
+        "envoy/docker-compose.yaml: holds no traffic-mirror configuration\n"
+    );
+    assert_eq!(run(&["check"], b"").status.code(), Some(2));
+    assert_eq!(run(&["frobnicate"], b"").status.code(), Some(2));
+}
+
+#[test]
+fn a_wasmplugin_is_checked_as_istio_hands_it_over() {
+    // Integral numbers arrive without a fraction (a Struct holds doubles), so 1048576.0
+    // is a valid max_body_bytes, as it is in the cluster.
+    let yaml = b"apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: tm, namespace: shop}
+spec:
+  url: oci://registry.example.com/traffic-mirror:0.1.0
+  pluginConfig:
+    targets:
+    - {name: t, cluster: c, percent: 10, max_body_bytes: 1048576.0}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: broken, namespace: shop}
+spec:
+  pluginName: traffic_mirror
+  pluginConfig:
+    targets:
+    - {name: t, cluster: c, percent: 10.5, max_body_bytes: 1.5}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: empty, namespace: shop}
+spec:
+  pluginName: traffic_mirror
+";
+    let out = run(&["check", "-"], yaml);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "- (document 1): WasmPlugin shop/tm: ok (targets t)\n\
+         - (document 2): WasmPlugin shop/broken: traffic-mirror: invalid configuration: targets[0].max_body_bytes: must be an integer, got 1.5\n\
+         - (document 3): WasmPlugin shop/empty: traffic-mirror: invalid configuration: $: invalid JSON: EOF while parsing a value at line 1 column 0\n"
+    );
+}
+
+#[test]
+fn explain_says_why_for_each_target_and_shows_the_copy() {
+    let plugin = r#"{"lanes": {"header": "x-lane", "sample_by": {"header": "x-user-id"}, "salt": "checkout-2026-11",
+        "split": [{"lane": "canary", "percent": 5}, {"lane": "beta", "percent": 10}], "default": "stable"},
+      "targets": [
+        {"name": "canary-only", "cluster": "m", "percent": 100, "sample_by": {"header": "x-user-id"},
+         "match": {"headers": {"x-lane": "canary"}}},
+        {"name": "api", "cluster": "m", "percent": 50, "sample_by": {"header": "x-user-id"},
+         "match": {"path_prefix": "/api/"}, "headers": {"remove": ["cookie"], "redact": ["authorization"]}},
+        {"name": "by-cookie", "cluster": "m", "percent": 50, "sample_by": {"cookie": "sid"}}
+      ]}"#;
+    let args = [
+        "explain",
+        "-",
+        "--path",
+        "/shop/x",
+        "-H",
+        "x-user-id: user-6",
+        "--json",
+    ];
+    let out = run(&args, plugin.as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"lane": "canary", "targets": [
+            {"name": "canary-only", "mirrored": true, "reason": "sampled", "bucket": 39_008, "threshold": 1_000_000},
+            {"name": "api", "mirrored": false, "reason": "no_match", "bucket": null, "threshold": 500_000},
+            {"name": "by-cookie", "mirrored": false, "reason": "missing_key", "bucket": null, "threshold": 500_000}
+        ]})
+    );
+    let text_out = run(
+        &[
+            "explain",
+            "-",
+            "--method",
+            "post",
+            "--path",
+            "/api/orders?x=1",
+            "--authority",
+            "shop.example.com:8443",
+            "-H",
+            "x-user-id: user-6",
+            "-H",
+            "authorization: Bearer s3cr3t",
+            "-H",
+            "cookie: sid=abc",
+        ],
+        plugin.as_bytes(),
+    );
+    let stdout = text(&text_out.stdout);
+    assert!(stdout.starts_with("request: POST /api/orders?x=1 (:authority shop.example.com:8443)\nlane: canary (x-lane: canary; bucket 30175 of header x-user-id"), "{stdout}");
+    // Independent buckets (Python xxhash): api:user-6 421728, by-cookie:abc 858212.
+    assert!(
+        stdout.contains(
+            "target api: mirrored: bucket 421728 of header x-user-id (salt \"api\") < threshold 500000\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("target by-cookie: not mirrored (not_sampled): bucket 858212 of cookie sid"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    :authority: shop.example.com-shadow:8443\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    authorization: [REDACTED]\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    x-traffic-mirror: canary-only\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    x-lane: canary\n"), "{stdout}");
+}
+
+#[test]
+fn sample_prints_the_mirrored_keys_and_the_lanes() {
+    let plugin = r#"{"lanes": {"header": "x-lane", "sample_by": {"header": "x-user-id"}, "salt": "checkout-2026-11",
+        "split": [{"lane": "canary", "percent": 5}, {"lane": "beta", "percent": 10}]},
+      "targets": [{"name": "all", "cluster": "m", "percent": 100}, {"name": "none", "cluster": "m", "percent": 0},
+                  {"name": "dice", "cluster": "m", "percent": 50, "sample_by": {"random": true}}]}"#;
+    let dir = tempdir("sample");
+    let file = dir.join("plugin.json");
+    std::fs::write(&file, plugin).unwrap();
+    let file = file.to_str().unwrap();
+    let keys = b"user-6\nuser-42\r\nuser-1\n\n";
+    let lanes = run(&["sample", file, "--lanes"], keys);
+    assert_eq!(
+        text(&lanes.stdout),
+        "user-6\tcanary\nuser-42\tbeta\nuser-1\t\n\t\n"
+    );
+    assert!(
+        text(&lanes.stderr).contains("canary 1 (25.00 %), beta 1 (25.00 %), no lane 2 (50.00 %)"),
+        "{}",
+        text(&lanes.stderr)
+    );
+    let all = run(&["sample", file], keys);
+    assert_eq!(text(&all.stdout), "user-6\nuser-42\nuser-1\n");
+    assert_eq!(
+        text(&run(&["sample", file, "--target", "none"], keys).stdout),
+        ""
+    );
+    let dice = run(&["sample", file, "--target", "dice"], keys);
+    assert_eq!(dice.status.code(), Some(2));
+    assert!(text(&dice.stderr).contains("samples at random"));
+    assert_eq!(
+        run(&["sample", file, "--target", "nope"], keys)
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+fn tempdir(label: &str) -> PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{label}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
