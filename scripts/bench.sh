@@ -9,9 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/setup.sh bench
-cargo build --quiet --target wasm32-wasip1 --release
-cargo build --quiet --target wasm32-wasip1 --release --features bench-without-drain \
+cargo build --quiet --target wasm32-wasip1 --release --lib
+cargo build --quiet --target wasm32-wasip1 --release --lib --features bench-without-drain \
   --target-dir target/bench-without-drain
-(cd benches/noop && cargo build --quiet --target wasm32-wasip1 --release)
+(cd benches/noop && cargo build --quiet --target wasm32-wasip1 --release --lib)
 cargo build --quiet --release --example upstream
 exec python3 scripts/bench.py

@@ -33,7 +33,7 @@ for port in $PORTS; do
 done
 
 echo "==> building the module and the demo upstream"
-cargo build --quiet --target wasm32-wasip1 --release
+cargo build --quiet --target wasm32-wasip1 --release --lib
 cargo build --quiet --example upstream
 
 work=$(mktemp -d)

@@ -24,8 +24,8 @@ cargo clippy --all-targets -- -D warnings
 step "clippy, wasm32-wasip1 (the proxy-wasm ABI shell)"
 cargo clippy --target wasm32-wasip1 --lib -- -D warnings
 
-step "unit tests, native"
-cargo test --lib
+step "unit tests, native (the library and the command)"
+cargo test --lib --bins
 
 step "unit tests, wasm32 (Node, wasm-bindgen-test)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
@@ -35,10 +35,16 @@ step "fuzz the config parser and the request path (bounded; scripts/fuzz.sh N fo
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 
 step "build traffic_mirror.wasm, and the test-only module that traps on demand (tests/trap-module)"
-cargo build --target wasm32-wasip1 --release
+cargo build --target wasm32-wasip1 --release --lib
 ls -l target/wasm32-wasip1/release/traffic_mirror.wasm
 cargo clippy --quiet --release --target wasm32-wasip1 --manifest-path tests/trap-module/Cargo.toml -- -D warnings
 cargo build --quiet --release --target wasm32-wasip1 --manifest-path tests/trap-module/Cargo.toml
+
+step "the traffic-mirror command: check over every shipped config, and its tests (no Envoy)"
+cargo build --quiet --release --bin traffic-mirror
+target/release/traffic-mirror check envoy/envoy.yaml envoy/sidecar.yaml envoy/lanes.yaml \
+  envoy/compose/envoy.yaml envoy/istio/*.yaml
+cargo test --test cli
 
 step "shipped Envoy config passes envoy --mode validate"
 "$ENVOY_BIN" --mode validate -c envoy/envoy.yaml -l error
@@ -58,7 +64,7 @@ bash tests/deploy/oci_roundtrip.sh
 for version in "$ENVOY_VERSION" $OLDER_ENVOY_VERSIONS; do
   if [ "$version" = "$ENVOY_VERSION" ]; then bin=$ENVOY_BIN; else bin=$PWD/.venvs/envoy-$version/bin/envoy; fi
   step "end-to-end tests on Envoy $version ($bin)"
-  if ! ENVOY_BIN="$bin" cargo test --test '*'; then
+  if ! ENVOY_BIN="$bin" cargo test --test e2e; then
     echo "end-to-end tests failed on Envoy $version" >&2
     exit 1
   fi

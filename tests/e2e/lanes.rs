@@ -49,14 +49,14 @@ fn lanes_config(split: &[(&str, f64)], extra: Value) -> Value {
 }
 
 /// The three versions: stable (the route's default, cluster `primary`), canary, beta.
-struct Versions {
+pub(crate) struct Versions {
     stable: Upstream,
     canary: Upstream,
     beta: Upstream,
 }
 
 impl Versions {
-    fn start() -> Versions {
+    pub(crate) fn start() -> Versions {
         Versions {
             stable: Upstream::start("stable"),
             canary: Upstream::start("canary"),
@@ -66,7 +66,7 @@ impl Versions {
 
     /// Envoy routing `x-lane: canary` and `beta` to their versions, everything else to
     /// stable, with this plugin configuration.
-    fn envoy(&self, plugin: &str, mirror: SocketAddr) -> EnvoyConfig {
+    pub(crate) fn envoy(&self, plugin: &str, mirror: SocketAddr) -> EnvoyConfig {
         EnvoyConfig::new(plugin, self.stable.addr(), mirror)
             .cluster("canary", self.canary.addr())
             .cluster("beta", self.beta.addr())
@@ -75,7 +75,7 @@ impl Versions {
     }
 
     /// Where each request arrived (by request target), and its lane header there.
-    fn arrivals(&self) -> BTreeMap<String, (String, Option<String>)> {
+    pub(crate) fn arrivals(&self) -> BTreeMap<String, (String, Option<String>)> {
         let mut out = BTreeMap::new();
         for upstream in [&self.stable, &self.canary, &self.beta] {
             for r in upstream.received() {
@@ -92,7 +92,12 @@ impl Versions {
 
 /// Sends every request through `threads` threads of `connections` keep-alive
 /// connections each; every answer must be a 200.
-fn send_spread(addr: SocketAddr, requests: &[Request], threads: usize, connections: usize) {
+pub(crate) fn send_spread(
+    addr: SocketAddr,
+    requests: &[Request],
+    threads: usize,
+    connections: usize,
+) {
     std::thread::scope(|scope| {
         for t in 0..threads {
             scope.spawn(move || {

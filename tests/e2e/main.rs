@@ -1,5 +1,5 @@
 //! End-to-end tests: the built module (`target/wasm32-wasip1/release/traffic_mirror.wasm`,
-//! built by `cargo build --target wasm32-wasip1 --release`) in a real Envoy (`$ENVOY_BIN`
+//! built by `cargo build --target wasm32-wasip1 --release --lib`) in a real Envoy (`$ENVOY_BIN`
 //! or the pinned `.venv/bin/envoy`) against recording upstreams, all on 127.0.0.1.
 //!
 //! A missing Envoy or module fails every test here; nothing is skipped.
@@ -16,6 +16,7 @@ mod support;
 
 mod bodies;
 mod budget;
+mod command;
 mod copies;
 mod failure_policy;
 mod fire_and_forget;

@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::support::command::traffic_mirror;
 use crate::support::validate;
 
 const PREFIX: &str = "traffic-mirror: invalid configuration: ";
@@ -67,6 +68,14 @@ fn validate_refuses_each_bad_configuration_with_the_line_the_unit_tests_expect()
         assert!(
             output.contains("Unable to create Wasm plugin traffic_mirror"),
             "Envoy refused {config} for another reason:\n{output}"
+        );
+        // The command prints the very line the module logged.
+        let check = traffic_mirror(&["check", "-"], config.as_bytes());
+        assert_eq!(check.status.code(), Some(1), "{config}");
+        assert_eq!(
+            String::from_utf8_lossy(&check.stdout),
+            format!("-: {}\n", error_lines(output)[0]),
+            "traffic-mirror check on {config}"
         );
     }
 }

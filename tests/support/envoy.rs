@@ -42,7 +42,7 @@ pub fn module() -> PathBuf {
     let path = repo().join("target/wasm32-wasip1/release/traffic_mirror.wasm");
     assert!(
         path.is_file(),
-        "the module {} is missing: build it with `cargo build --target wasm32-wasip1 --release`",
+        "the module {} is missing: build it with `cargo build --target wasm32-wasip1 --release --lib`",
         path.display()
     );
     path

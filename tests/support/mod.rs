@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod command;
 pub mod envoy;
 pub mod upstream;
 
