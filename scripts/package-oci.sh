@@ -14,7 +14,8 @@
 #
 # The image is reproducible: the same module always gives the same digest (fixed mtime,
 # owner and mode in the tar, no name or time in the gzip header, no timestamps in JSON).
-# Needs only bash, python3, tar, gzip and sha256sum.
+# Needs only bash and python3 (the tar and gzip are written by Python's own modules, so
+# it runs the same on Linux and macOS, with GNU or BSD tools).
 set -euo pipefail
 caller=$PWD
 cd "$(dirname "$0")/.."
@@ -45,19 +46,10 @@ if [ -e "$out" ]; then
 fi
 mkdir -p "$out/blobs/sha256"
 
-stage=$(mktemp -d)
-trap 'rm -rf "$stage"' EXIT
-install -m 0644 "$wasm" "$stage/plugin.wasm"
+python3 - "$wasm" "$out" "$tag" <<'EOF'
+import gzip, hashlib, io, json, os, sys, tarfile
 
-# The layer: a tar holding only plugin.wasm, deterministic, then gzip without name or time.
-tar --format=ustar --numeric-owner --owner=0 --group=0 --mode=0644 --mtime=@0 \
-  -C "$stage" -cf "$stage/layer.tar" plugin.wasm
-gzip -n -9 -c "$stage/layer.tar" >"$stage/layer.tar.gz"
-
-python3 - "$stage" "$out" "$tag" <<'EOF'
-import hashlib, json, os, shutil, sys
-
-stage, out, tag = sys.argv[1:]
+wasm, out, tag = sys.argv[1:]
 blobs = os.path.join(out, "blobs", "sha256")
 
 def add_blob(data):
@@ -69,10 +61,23 @@ def add_blob(data):
 def canonical(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
-with open(os.path.join(stage, "layer.tar"), "rb") as f:
-    diff_id = "sha256:" + hashlib.sha256(f.read()).hexdigest()
-with open(os.path.join(stage, "layer.tar.gz"), "rb") as f:
-    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **add_blob(f.read())}
+# The layer: a ustar holding only plugin.wasm (mode 0644, owner 0:0, mtime 0), then gzip
+# with no name and no time in its header.
+with open(wasm, "rb") as f:
+    module = f.read()
+tar_bytes = io.BytesIO()
+with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    member = tarfile.TarInfo("plugin.wasm")
+    member.size, member.mode, member.mtime = len(module), 0o644, 0
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    tar.addfile(member, io.BytesIO(module))
+layer_tar = tar_bytes.getvalue()
+gz_bytes = io.BytesIO()
+with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=gz_bytes, mtime=0) as gz:
+    gz.write(layer_tar)
+diff_id = "sha256:" + hashlib.sha256(layer_tar).hexdigest()
+layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **add_blob(gz_bytes.getvalue())}
 
 # Image config (application/vnd.oci.image.config.v1+json): platform in Go's terms for a
 # WASI module, the one layer's uncompressed digest, nothing to run.
@@ -102,13 +107,14 @@ with open(os.path.join(out, "index.json"), "wb") as f:
     f.write(canonical(index))
 with open(os.path.join(out, "oci-layout"), "wb") as f:
     f.write(canonical({"imageLayoutVersion": "1.0.0"}))
-EOF
-digest=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' "$out/index.json")
 
 # Every blob must be what its name says.
-for blob in "$out"/blobs/sha256/*; do
-  [ "$(sha256sum "$blob" | cut -d' ' -f1)" = "$(basename "$blob")" ] || die "blob $blob does not match its digest"
-done
+for name in os.listdir(blobs):
+    with open(os.path.join(blobs, name), "rb") as f:
+        if hashlib.sha256(f.read()).hexdigest() != name:
+            sys.exit(f"package-oci: blob {name} does not match its digest")
+EOF
+digest=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' "$out/index.json")
 
 {
   echo "package-oci: wrote $out (OCI image layout, tag $tag) from $wasm ($(wc -c <"$wasm") bytes)"
