@@ -188,7 +188,11 @@ impl Connection {
                 self.writer.write_all(b"0\r\n\r\n")?;
             }
         }
-        let head_request = request.method == "HEAD";
+        self.response(start, request.method == "HEAD")
+    }
+
+    /// Reads the response to a request whose sending began at `start`.
+    fn response(&mut self, start: Instant, head_request: bool) -> io::Result<Response> {
         let (status, headers, body) = read_response(&mut self.reader, head_request)?;
         let finished = Instant::now();
         Ok(Response {
@@ -375,16 +379,7 @@ impl HeldUpload {
         if self.chunked {
             self.connection.writer.write_all(b"0\r\n\r\n")?;
         }
-        let (status, headers, body) =
-            read_response(&mut self.connection.reader, self.head_request)?;
-        let finished = Instant::now();
-        Ok(Response {
-            status,
-            headers,
-            body,
-            elapsed: finished - start,
-            finished,
-        })
+        self.connection.response(start, self.head_request)
     }
 
     /// Closes the connection with the body incomplete.

@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 pub fn traffic_mirror(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_traffic-mirror"))
         .args(args)
-        .current_dir(super::envoy::repo())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
