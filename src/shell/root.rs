@@ -10,10 +10,10 @@ use super::abi::{self, LogLevel};
 use crate::capture::ReadyCopy;
 use crate::config::{self, Plan};
 use crate::drain::Retirement;
+use crate::log_throttle::{Failure, LogThrottle};
 use crate::metrics::{lane_metric_name, metric_name, Counter, LaneStat, Metrics, IN_FLIGHT};
 use crate::outbox::Outbox;
 use crate::sampling::Rng;
-use crate::throttle::{Failure, LogThrottle};
 
 /// Envoy stats of every target (counters by [`Counter::index`], and the gauge) and of
 /// every lane.
