@@ -144,7 +144,8 @@ pub fn begin<R: RequestView>(
     rng: &mut Rng,
     metrics: &mut impl Metrics,
 ) -> Option<Capture> {
-    if !is_mirrorable(request) {
+    // A lanes-only configuration reads nothing more of the request.
+    if plan.targets.is_empty() || !is_mirrorable(request) {
         return None;
     }
     if request.header(&plan.loop_header).is_some() {
