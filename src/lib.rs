@@ -8,7 +8,8 @@
 //! (`max_buffered_bytes`), [`copy`] (the copy's headers), [`wire`] (the host's header map
 //! format), [`limits`], [`outbox`] (admission and calls in flight), [`drain`] (a replaced
 //! configuration's retirement), [`metrics`] and [`log_throttle`]; [`explain`] tells the
-//! same steps in words for the `traffic-mirror` command. The `shell` module, compiled for
+//! same steps in words for the `traffic-mirror` command, and [`istio`] renders a
+//! `pluginConfig` as Istio hands it over. The `shell` module, compiled for
 //! `wasm32-wasip1` only, is the proxy-wasm ABI: the callbacks Envoy calls, which read
 //! from the host and call into these.
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod copy;
 pub mod drain;
 pub mod explain;
+pub mod istio;
 pub mod lanes;
 pub mod limits;
 pub mod log_throttle;

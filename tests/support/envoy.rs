@@ -366,18 +366,7 @@ static_resources:
 /// The ECDS resource file's name in its watched directory.
 const ECDS_FILE: &str = "plugin.yaml";
 
-/// A plugin configuration as Istio hands `pluginConfig` to the filter: compact JSON
-/// with sorted keys, and `<`, `>`, `&`, U+2028 and U+2029 escaped as Go's encoder does.
-pub fn istio_json(plugin: &serde_json::Value) -> String {
-    // serde_json's maps are sorted unless its preserve_order feature is on.
-    serde_json::to_string(plugin)
-        .unwrap()
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026")
-        .replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029")
-}
+pub use traffic_mirror::istio::istio_json;
 
 /// A running Envoy; killed on drop.
 pub struct Envoy {

@@ -7,6 +7,8 @@ use std::io::Read;
 
 use serde_json::Value;
 
+use traffic_mirror::istio::istio_json;
+
 use crate::yaml;
 
 const WASM_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
@@ -210,49 +212,6 @@ fn envoy_configuration(configuration: &Value) -> Result<Vec<u8>, String> {
         },
         _ => Err("configuration is not a google.protobuf.StringValue holding JSON".to_string()),
     }
-}
-
-/// A plugin configuration as Istio hands `pluginConfig` to the filter: a protobuf
-/// `Struct` (every number a double) as compact JSON with sorted keys, integral numbers
-/// without a fraction, and `<`, `>`, `&`, U+2028, U+2029 escaped as Go's encoder does.
-pub fn istio_json(value: &Value) -> String {
-    match value {
-        Value::Null => "null".to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => {
-            let x = n.as_f64().unwrap_or(0.0);
-            if x.fract() == 0.0 && x.abs() < 1e21 {
-                format!("{x:.0}")
-            } else {
-                serde_json::Number::from_f64(x)
-                    .map_or_else(|| "null".to_string(), |n| n.to_string())
-            }
-        }
-        Value::String(s) => go_string(s),
-        Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(istio_json).collect();
-            format!("[{}]", items.join(","))
-        }
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let members: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", go_string(k), istio_json(&map[k])))
-                .collect();
-            format!("{{{}}}", members.join(","))
-        }
-    }
-}
-
-fn go_string(text: &str) -> String {
-    serde_json::to_string(text)
-        .unwrap_or_default()
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026")
-        .replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029")
 }
 
 #[cfg(test)]
