@@ -1,12 +1,27 @@
-//! `max_buffered_bytes`: the bytes one worker holds for copies at once, shared by every
-//! target, request and configuration of its VM. A request reserves before it
-//! allocates, and gives the bytes back when its copies are handed to Envoy, abandoned,
-//! or the request ends; a reservation that does not fit is refused, so the VM's memory
-//! (which never shrinks) stays within the budget plus a small constant.
+//! A worker's two byte budgets, each shared by every target, request and configuration
+//! of its VM (during a configuration update the old and the new one draw on them
+//! together):
 //!
-//! What counts: the body being captured (a declared `content-length` at once, a body of
-//! unknown length as it arrives), the headers of the copies waiting for it, and, for the
-//! moment it takes, joining a body that arrived in several chunks into one buffer.
+//! - `max_buffered_bytes`: the bytes the filter itself holds for copies. A request
+//!   reserves before it allocates, and gives the bytes back when its copies are handed
+//!   to Envoy, abandoned, or the request ends; a reservation that does not fit is
+//!   refused, so the VM's memory (which never shrinks) stays within the budget plus a
+//!   small constant. What counts: the body being captured (a declared `content-length`
+//!   at once, a body of unknown length as it arrives), the headers of the copies
+//!   waiting for it, and, for the moment it takes, joining a body that arrived in
+//!   several chunks into one buffer.
+//! - `max_in_flight_bytes`: the bytes the filter makes Envoy hold, from the moment a
+//!   copy is handed over until it ends: its headers, its body and `max_answer_bytes`
+//!   of room for its answer (see [`crate::outbox`]).
+
+/// The byte budgets of one worker's VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Budgets {
+    /// `max_buffered_bytes`: held by the filter for copies being captured and built.
+    pub buffered: Budget,
+    /// `max_in_flight_bytes`: copies handed to Envoy and not yet ended.
+    pub in_flight: Budget,
+}
 
 /// Bytes held against a limit. The limit comes with each reservation, from the
 /// configuration that makes it: during a configuration update two of them share one VM.

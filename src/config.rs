@@ -22,6 +22,16 @@ const DEFAULT_MAX_IN_FLIGHT: u64 = 1000;
 /// Default `max_buffered_bytes` (32 MiB) and its largest accepted value (1 GiB).
 const DEFAULT_MAX_BUFFERED_BYTES: u64 = 32 * 1024 * 1024;
 pub const MAX_BUFFERED_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
+/// Default `max_in_flight_bytes` (64 MiB) and its largest accepted value (2 GiB).
+const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 64 * 1024 * 1024;
+pub const MAX_IN_FLIGHT_BYTES_LIMIT: u64 = 2 * 1024 * 1024 * 1024;
+/// Default `max_answer_bytes` (64 KiB) and its largest accepted value (32 MiB, Envoy's
+/// own answer buffer when its runtime value is not set).
+pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 64 * 1024;
+pub const MAX_ANSWER_BYTES_LIMIT: u64 = 32 * 1024 * 1024;
+/// The Envoy runtime value that bounds the answer Envoy buffers for each call; an Envoy
+/// running the filter sets it to `max_answer_bytes`.
+pub const ANSWER_BUFFER_RUNTIME_KEY: &str = "http.async_response_buffer_limit";
 const DEFAULT_LOOP_HEADER: &str = "x-traffic-mirror";
 const DEFAULT_HOST_SUFFIX: &str = "-shadow";
 const DEFAULT_SAMPLE_HEADER: &str = "x-request-id";
@@ -34,6 +44,12 @@ pub struct Plan {
     pub loop_header: String,
     /// Per worker, the most bytes held for copies at once (see [`crate::budget`]).
     pub max_buffered_bytes: usize,
+    /// Per worker, the most bytes of copies handed to Envoy and not yet ended, each
+    /// counting its headers, its body and `max_answer_bytes` (see [`crate::outbox`]).
+    pub max_in_flight_bytes: usize,
+    /// The most bytes of one copy's answer Envoy is expected to hold (its runtime value
+    /// [`ANSWER_BUFFER_RUNTIME_KEY`] set to this).
+    pub max_answer_bytes: usize,
     /// Sticky release lanes, assigned before the targets decide.
     pub lanes: Option<Lanes>,
 }
@@ -148,6 +164,14 @@ pub fn parse(bytes: &[u8]) -> Result<Plan> {
         None => DEFAULT_MAX_BUFFERED_BYTES,
         Some((path, value)) => integer_in(&path, value, 0, MAX_BUFFERED_BYTES_LIMIT)?,
     };
+    let max_in_flight_bytes = match top.optional("max_in_flight_bytes") {
+        None => DEFAULT_MAX_IN_FLIGHT_BYTES,
+        Some((path, value)) => integer_in(&path, value, 0, MAX_IN_FLIGHT_BYTES_LIMIT)?,
+    };
+    let max_answer_bytes = match top.optional("max_answer_bytes") {
+        None => DEFAULT_MAX_ANSWER_BYTES,
+        Some((path, value)) => integer_in(&path, value, 0, MAX_ANSWER_BYTES_LIMIT)?,
+    };
     let lanes = match top.optional("lanes") {
         None => None,
         Some((path, value)) => Some(parse_lanes(&path, value, &loop_header)?),
@@ -189,6 +213,17 @@ pub fn parse(bytes: &[u8]) -> Result<Plan> {
                 ),
             );
         }
+        // A copy of the largest body, with room for its answer, must be able to fit.
+        let largest_copy = target.max_body_bytes as u64 + max_answer_bytes;
+        if largest_copy > max_in_flight_bytes {
+            return error(
+                &format!("{path}.max_body_bytes"),
+                format!(
+                    "plus max_answer_bytes ({max_answer_bytes}) must not exceed max_in_flight_bytes ({max_in_flight_bytes}), got {}",
+                    target.max_body_bytes
+                ),
+            );
+        }
         if targets.iter().any(|t| t.name == target.name) {
             return error(
                 &format!("{path}.name"),
@@ -203,6 +238,8 @@ pub fn parse(bytes: &[u8]) -> Result<Plan> {
         loop_header,
         // Checked against a bound far below usize::MAX on every target.
         max_buffered_bytes: usize::try_from(max_buffered_bytes).unwrap_or(usize::MAX),
+        max_in_flight_bytes: usize::try_from(max_in_flight_bytes).unwrap_or(usize::MAX),
+        max_answer_bytes: usize::try_from(max_answer_bytes).unwrap_or(usize::MAX),
         lanes,
     })
 }
@@ -885,6 +922,8 @@ mod tests {
         let plan = parse(target("").as_bytes()).unwrap();
         assert_eq!(plan.loop_header, "x-traffic-mirror");
         assert_eq!(plan.max_buffered_bytes, 33_554_432);
+        assert_eq!(plan.max_in_flight_bytes, 67_108_864);
+        assert_eq!(plan.max_answer_bytes, 65_536);
         let t = &plan.targets[0];
         assert_eq!(t.name, "t");
         assert_eq!(t.cluster, "c");
@@ -916,11 +955,15 @@ mod tests {
             "max_body_bytes": 0, "timeout_ms": 60000, "max_rps": 0.5, "max_in_flight": 100000
           }],
           "loop_header": "X-Mirrored",
-          "max_buffered_bytes": 1073741824
+          "max_buffered_bytes": 1073741824,
+          "max_in_flight_bytes": 2147483648,
+          "max_answer_bytes": 33554432
         }"#;
         let plan = parse(json.as_bytes()).unwrap();
         assert_eq!(plan.loop_header, "x-mirrored");
         assert_eq!(plan.max_buffered_bytes, 1 << 30);
+        assert_eq!(plan.max_in_flight_bytes, 1 << 31);
+        assert_eq!(plan.max_answer_bytes, 1 << 25);
         let t = &plan.targets[0];
         assert_eq!(t.threshold, 250_000);
         assert_eq!(t.sample_by, SampleKey::Header("x-user-id".into()));

@@ -12,10 +12,13 @@ pub enum Failure {
     NoResponse,
     /// The mirror answered 5xx (Envoy's own 503 for a refused connection, 504 for a timeout).
     ServerError,
+    /// An answer longer than `max_answer_bytes` arrived whole: Envoy's answer buffer is
+    /// not limited to it (its runtime value is not set).
+    AnswerNotLimited,
 }
 
 impl Failure {
-    const COUNT: usize = 3;
+    const COUNT: usize = 4;
 
     fn index(self) -> usize {
         self as usize
@@ -68,6 +71,8 @@ mod tests {
         assert!(throttle.allow(0, Failure::NoResponse, t0));
         assert!(!throttle.allow(0, Failure::NoResponse, t0 + 59_000_000_000));
         assert!(throttle.allow(0, Failure::ServerError, t0));
+        assert!(throttle.allow(0, Failure::AnswerNotLimited, t0));
+        assert!(!throttle.allow(0, Failure::AnswerNotLimited, t0 + 1));
         assert!(throttle.allow(1, Failure::NoResponse, t0));
         assert!(throttle.allow(0, Failure::NoResponse, t0 + WINDOW_NANOS));
         assert!(!throttle.allow(2, Failure::NoResponse, t0));

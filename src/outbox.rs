@@ -1,8 +1,15 @@
 //! A worker's copies in flight: the limits that admit a complete copy, and the calls
-//! awaiting an answer, so that every copy's end is counted exactly once.
+//! awaiting an answer, so that every copy's end is counted exactly once and every byte
+//! it held in `max_in_flight_bytes` comes back.
+//!
+//! A copy holds, from the moment it is handed to Envoy until it ends, its headers and
+//! body (Envoy's copy of them, in its buffers or its sockets' while the mirror reads)
+//! and room for its answer (Envoy buffers the whole answer of a call, up to its runtime
+//! value that `max_answer_bytes` describes).
 
 use std::collections::HashMap;
 
+use crate::budget::Budget;
 use crate::config::Plan;
 use crate::limits::{InFlight, TokenBucket};
 use crate::metrics::{Counter, Metrics};
@@ -14,12 +21,39 @@ struct TargetLimits {
     slots: InFlight,
 }
 
+/// A copy past every limit, holding its slot and its bytes until it is handed to the
+/// host ([`Outbox::sent`]) or refused ([`Outbox::refused`]).
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "an admitted copy holds a slot and bytes until sent or refused"]
+pub struct Admitted {
+    target: usize,
+    bytes: usize,
+}
+
+impl Admitted {
+    pub fn target(&self) -> usize {
+        self.target
+    }
+}
+
+/// A call awaiting its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Call {
+    target: usize,
+    /// Held in `max_in_flight_bytes` until the call ends.
+    bytes: usize,
+}
+
 /// Copies admitted and not yet ended.
 #[derive(Debug, Default)]
 pub struct Outbox {
     limits: Vec<TargetLimits>,
-    /// Call token -> target.
-    calls: HashMap<u32, usize>,
+    /// Call token -> its target and bytes.
+    calls: HashMap<u32, Call>,
+    /// The configuration's `max_in_flight_bytes`.
+    max_bytes: usize,
+    /// The configuration's `max_answer_bytes`: what every copy holds for its answer.
+    answer_bytes: usize,
 }
 
 impl Outbox {
@@ -34,60 +68,88 @@ impl Outbox {
                 })
                 .collect(),
             calls: HashMap::new(),
+            max_bytes: plan.max_in_flight_bytes,
+            answer_bytes: plan.max_answer_bytes,
         }
     }
 
-    /// Admits a complete copy of `target` past `max_rps` and `max_in_flight` (taking
-    /// a slot), or counts why not. `now_nanos` is only asked for under a rate limit.
+    /// Admits a complete copy of `target` whose headers and body take `copy_bytes`,
+    /// past `max_rps`, `max_in_flight` and `max_in_flight_bytes` (reserving a slot and
+    /// the copy's bytes with room for its answer in `in_flight`), or counts why not.
+    /// `now_nanos` is only asked for under a rate limit.
     pub fn admit(
         &mut self,
         target: usize,
+        copy_bytes: usize,
+        in_flight: &mut Budget,
         now_nanos: impl FnOnce() -> u64,
         metrics: &mut impl Metrics,
-    ) -> bool {
-        let Some(limits) = self.limits.get_mut(target) else {
-            return false;
-        };
+    ) -> Option<Admitted> {
+        let limits = self.limits.get_mut(target)?;
         if let Some(bucket) = &mut limits.rate {
             if !bucket.try_take(now_nanos()) {
                 metrics.count(target, Counter::SkippedRateLimited);
-                return false;
+                return None;
             }
         }
+        let bytes = copy_bytes.saturating_add(self.answer_bytes);
         if !limits.slots.try_reserve() {
             metrics.count(target, Counter::SkippedInFlight);
-            return false;
+            return None;
         }
-        true
+        if !in_flight.try_reserve(self.max_bytes, bytes) {
+            limits.slots.release();
+            metrics.count(target, Counter::SkippedInFlight);
+            return None;
+        }
+        Some(Admitted { target, bytes })
     }
 
     /// The host accepted the copy as call `token`.
-    pub fn sent(&mut self, token: u32, target: usize, metrics: &mut impl Metrics) {
-        metrics.count(target, Counter::Dispatched);
-        metrics.add_in_flight(target, 1);
-        self.calls.insert(token, target);
+    pub fn sent(&mut self, token: u32, copy: Admitted, metrics: &mut impl Metrics) {
+        metrics.count(copy.target, Counter::Dispatched);
+        metrics.add_in_flight(copy.target, 1);
+        self.calls.insert(
+            token,
+            Call {
+                target: copy.target,
+                bytes: copy.bytes,
+            },
+        );
     }
 
-    /// The host refused the copy.
-    pub fn refused(&mut self, target: usize, metrics: &mut impl Metrics) {
-        metrics.count(target, Counter::DispatchFailed);
-        self.release(target);
+    /// The host refused the copy: its slot and bytes come back.
+    pub fn refused(&mut self, copy: Admitted, in_flight: &mut Budget, metrics: &mut impl Metrics) {
+        metrics.count(copy.target, Counter::DispatchFailed);
+        self.release(copy.target);
+        in_flight.release(copy.bytes);
     }
 
-    /// Call `token` ended with this `:status` (none: no response). Returns the target
-    /// and the counter it went to, or `None` for a call that is not ours.
+    /// Call `token` ended with this `:status` (none: no response); its slot and bytes
+    /// come back. Returns the target and the counter it went to, or `None` for a call
+    /// that is not ours.
     pub fn ended(
         &mut self,
         token: u32,
         status: Option<&[u8]>,
+        in_flight: &mut Budget,
         metrics: &mut impl Metrics,
     ) -> Option<(usize, Counter)> {
-        let target = self.calls.remove(&token)?;
+        let call = self.calls.remove(&token)?;
         let counter = Counter::for_response(status);
-        metrics.count(target, counter);
-        metrics.add_in_flight(target, -1);
-        self.release(target);
-        Some((target, counter))
+        metrics.count(call.target, counter);
+        metrics.add_in_flight(call.target, -1);
+        self.release(call.target);
+        in_flight.release(call.bytes);
+        Some((call.target, counter))
+    }
+
+    /// The host deleted this configuration's root with calls still in flight, whose
+    /// answers will never come: their bytes come back (nothing can be counted).
+    pub fn forget_all(&mut self, in_flight: &mut Budget) {
+        for (_, call) in self.calls.drain() {
+            in_flight.release(call.bytes);
+        }
     }
 
     /// Calls in flight (sent and not yet ended).
@@ -105,6 +167,11 @@ impl Outbox {
         self.limits.get(target).map_or(0, |l| l.slots.current())
     }
 
+    /// The configuration's `max_answer_bytes`.
+    pub fn answer_bytes(&self) -> usize {
+        self.answer_bytes
+    }
+
     fn release(&mut self, target: usize) {
         if let Some(limits) = self.limits.get_mut(target) {
             limits.slots.release();
@@ -120,72 +187,174 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    fn outbox(extra: &str) -> Outbox {
-        let json =
-            format!(r#"{{"targets": [{{"name": "a", "cluster": "c", "percent": 100{extra}}}]}}"#);
+    fn outbox(top: &str, extra: &str) -> Outbox {
+        let json = format!(
+            r#"{{{top}"targets": [{{"name": "a", "cluster": "c", "percent": 100{extra}}}]}}"#
+        );
         Outbox::new(&parse(json.as_bytes()).unwrap())
+    }
+
+    /// Admits a copy of 100 bytes at time 0.
+    fn admit(out: &mut Outbox, budget: &mut Budget, tally: &mut Tally) -> Option<Admitted> {
+        out.admit(0, 100, budget, || 0, tally)
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn every_sent_copy_ends_in_exactly_one_response_counter() {
-        let mut out = outbox("");
+        let mut out = outbox("", "");
+        let mut budget = Budget::new();
         let mut tally = Tally::default();
         for token in 10..13 {
-            assert!(out.admit(0, || 0, &mut tally));
-            out.sent(token, 0, &mut tally);
+            let copy = admit(&mut out, &mut budget, &mut tally).unwrap();
+            out.sent(token, copy, &mut tally);
         }
         assert_eq!(tally.in_flight(0), 3);
+        assert_eq!(budget.held(), 3 * (100 + 65_536));
         assert_eq!(
-            out.ended(10, Some(b"200"), &mut tally),
+            out.ended(10, Some(b"200"), &mut budget, &mut tally),
             Some((0, Counter::Responses2xx))
         );
         assert_eq!(
-            out.ended(11, Some(b"503"), &mut tally),
+            out.ended(11, Some(b"503"), &mut budget, &mut tally),
             Some((0, Counter::Responses5xx))
         );
         assert_eq!(
-            out.ended(12, None, &mut tally),
+            out.ended(12, None, &mut budget, &mut tally),
             Some((0, Counter::ResponsesFailed))
         );
-        assert_eq!(out.ended(12, Some(b"200"), &mut tally), None, "ends once");
-        assert_eq!(out.ended(99, Some(b"200"), &mut tally), None, "not ours");
+        assert_eq!(
+            out.ended(12, Some(b"200"), &mut budget, &mut tally),
+            None,
+            "ends once"
+        );
+        assert_eq!(
+            out.ended(99, Some(b"200"), &mut budget, &mut tally),
+            None,
+            "not ours"
+        );
         assert_eq!(tally.get(0, Counter::Dispatched), 3);
         assert_eq!(tally.in_flight(0), 0);
         assert_eq!(out.occupied(0), 0);
+        assert_eq!(budget.held(), 0, "every byte comes back");
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn in_flight_limit_drops_and_counts_and_frees_on_end() {
-        let mut out = outbox(r#", "max_in_flight": 2"#);
+        let mut out = outbox("", r#", "max_in_flight": 2"#);
+        let mut budget = Budget::new();
         let mut tally = Tally::default();
-        assert!(out.admit(0, || 0, &mut tally));
-        assert!(out.admit(0, || 0, &mut tally));
-        assert!(!out.admit(0, || 0, &mut tally));
+        let first = admit(&mut out, &mut budget, &mut tally).unwrap();
+        let second = admit(&mut out, &mut budget, &mut tally).unwrap();
+        assert!(admit(&mut out, &mut budget, &mut tally).is_none());
         assert_eq!(tally.get(0, Counter::SkippedInFlight), 1);
-        out.sent(1, 0, &mut tally);
-        out.refused(0, &mut tally);
+        out.sent(1, first, &mut tally);
+        out.refused(second, &mut budget, &mut tally);
         assert_eq!(tally.get(0, Counter::DispatchFailed), 1);
-        assert!(out.admit(0, || 0, &mut tally));
-        assert!(!out.admit(0, || 0, &mut tally));
-        out.ended(1, Some(b"204"), &mut tally);
-        assert!(out.admit(0, || 0, &mut tally));
+        let third = admit(&mut out, &mut budget, &mut tally).unwrap();
+        assert!(admit(&mut out, &mut budget, &mut tally).is_none());
+        out.ended(1, Some(b"204"), &mut budget, &mut tally);
+        assert!(admit(&mut out, &mut budget, &mut tally).is_some());
         assert_eq!(tally.get(0, Counter::SkippedInFlight), 2);
+        out.refused(third, &mut budget, &mut tally);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn in_flight_bytes_count_headers_body_and_room_for_the_answer() {
+        // Room for two copies of 100 bytes with 400 for each answer, not three.
+        let mut out = outbox(
+            r#""max_in_flight_bytes": 1000, "max_answer_bytes": 400, "#,
+            r#", "max_body_bytes": 0"#,
+        );
+        let mut budget = Budget::new();
+        let mut tally = Tally::default();
+        let first = admit(&mut out, &mut budget, &mut tally).unwrap();
+        let second = admit(&mut out, &mut budget, &mut tally).unwrap();
+        assert_eq!(budget.held(), 1000);
+        assert!(admit(&mut out, &mut budget, &mut tally).is_none());
+        assert_eq!(tally.get(0, Counter::SkippedInFlight), 1);
+        assert_eq!(
+            out.occupied(0),
+            2,
+            "a copy refused for its bytes keeps no slot"
+        );
+        // A smaller copy does not fit either: the budget is full.
+        assert!(out.admit(0, 0, &mut budget, || 0, &mut tally).is_none());
+        out.sent(7, first, &mut tally);
+        out.refused(second, &mut budget, &mut tally);
+        assert_eq!(budget.held(), 500);
+        assert!(out.admit(0, 600, &mut budget, || 0, &mut tally).is_none());
+        let fits = out.admit(0, 100, &mut budget, || 0, &mut tally).unwrap();
+        out.sent(8, fits, &mut tally);
+        out.ended(7, None, &mut budget, &mut tally);
+        out.ended(8, Some(b"200"), &mut budget, &mut tally);
+        assert_eq!(budget.held(), 0);
+        assert_eq!(budget.peak(), 1000);
+        assert_eq!(tally.get(0, Counter::SkippedInFlight), 3);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn every_configuration_draws_on_the_one_budget_within_its_own_limit() {
+        // A retiring configuration with a large limit holds bytes; the new one, with a
+        // smaller limit, sees them.
+        let mut old = outbox(
+            r#""max_in_flight_bytes": 100000, "max_answer_bytes": 0, "#,
+            r#", "max_body_bytes": 0"#,
+        );
+        let mut new = outbox(
+            r#""max_in_flight_bytes": 1000, "max_answer_bytes": 0, "#,
+            r#", "max_body_bytes": 0"#,
+        );
+        let mut budget = Budget::new();
+        let mut tally = Tally::default();
+        let big = old.admit(0, 5000, &mut budget, || 0, &mut tally).unwrap();
+        old.sent(1, big, &mut tally);
+        assert!(new.admit(0, 1, &mut budget, || 0, &mut tally).is_none());
+        old.ended(1, Some(b"200"), &mut budget, &mut tally);
+        assert!(new.admit(0, 1000, &mut budget, || 0, &mut tally).is_some());
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn a_deleted_root_gives_its_calls_bytes_back() {
+        let mut out = outbox("", "");
+        let mut budget = Budget::new();
+        let mut tally = Tally::default();
+        for token in 1..=3 {
+            let copy = admit(&mut out, &mut budget, &mut tally).unwrap();
+            out.sent(token, copy, &mut tally);
+        }
+        assert!(budget.held() > 0);
+        out.forget_all(&mut budget);
+        assert_eq!(budget.held(), 0);
+        assert_eq!(out.calls_in_flight(), 0);
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn rate_limit_drops_and_counts_and_asks_the_clock_only_when_set() {
-        let mut unlimited = outbox("");
+        let mut budget = Budget::new();
+        let mut unlimited = outbox("", "");
         let mut tally = Tally::default();
-        assert!(unlimited.admit(0, || panic!("clock read without max_rps"), &mut tally));
-        let mut out = outbox(r#", "max_rps": 2"#);
-        let admitted = (0..5)
-            .filter(|_| out.admit(0, || 1_000, &mut tally))
-            .count();
-        assert_eq!(admitted, 2);
+        let copy = unlimited.admit(
+            0,
+            1,
+            &mut budget,
+            || panic!("clock read without max_rps"),
+            &mut tally,
+        );
+        unlimited.refused(copy.unwrap(), &mut budget, &mut tally);
+        let mut out = outbox("", r#", "max_rps": 2"#);
+        let admitted: Vec<Admitted> = (0..5)
+            .filter_map(|_| out.admit(0, 1, &mut budget, || 1_000, &mut tally))
+            .collect();
+        assert_eq!(admitted.len(), 2);
         assert_eq!(tally.get(0, Counter::SkippedRateLimited), 3);
-        assert!(out.admit(0, || 500_001_000, &mut tally));
+        assert!(out
+            .admit(0, 1, &mut budget, || 500_001_000, &mut tally)
+            .is_some());
     }
 }

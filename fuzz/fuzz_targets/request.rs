@@ -1,9 +1,10 @@
 //! The whole request path over arbitrary requests: headers (names, values, cookies,
 //! queries, `:path`), body chunks, and the copy builder, for a plan that uses every
 //! key kind, match rule and header operation, with a small `max_buffered_bytes` that
-//! another request already partly holds. Never panics, never copies more than the
-//! cap, never holds more than the budget, gives every byte back, and every sampled
-//! request is accounted for exactly once, also when it ends before it is complete.
+//! another request already partly holds, and a small `max_in_flight_bytes` that calls
+//! already in flight partly hold. Never panics, never copies more than the cap, never
+//! holds more than either budget, gives every byte back, and every sampled request is
+//! accounted for exactly once, also when it ends before it is complete.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -34,6 +35,8 @@ const PLAN: &str = r#"{
      "match": {"path_exact": "/", "headers": {"x-lane": "canary"}}, "max_body_bytes": 2048}
   ],
   "max_buffered_bytes": 4096,
+  "max_in_flight_bytes": 6000,
+  "max_answer_bytes": 1000,
   "lanes": {"header": "x-lane", "sample_by": {"cookie": "uid"}, "salt": "lanes",
             "split": [{"lane": "canary", "percent": 30}, {"lane": "beta", "percent": 0.5}],
             "default": "stable", "on_missing_key": "random", "keep_incoming": true}
@@ -124,6 +127,11 @@ fuzz_target!(|data: &[u8]| {
     );
     assert_eq!(budget.held(), other, "every byte given back");
     let mut outbox = Outbox::new(plan);
+    // Calls of other requests already in flight hold part of max_in_flight_bytes.
+    let mut in_flight = Budget::new();
+    let others = usize::from(seed.get(1).copied().unwrap_or(0)) * 23;
+    assert!(in_flight.try_reserve(plan.max_in_flight_bytes, others));
+    let mut open = Vec::new();
     let mut calls = 0usize;
     for copy in &copies {
         let target = &plan.targets[copy.target];
@@ -145,15 +153,34 @@ fuzz_target!(|data: &[u8]| {
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())));
         }
-        // Through the limits and a call's whole life: every admitted copy ends once.
-        if outbox.admit(copy.target, || 0, &mut tally) {
+        // Through the limits and a call's whole life: every admitted copy ends once,
+        // the later ones of this request while the earlier ones are still in flight.
+        let bytes = copy.headers.len() + copy.body.len();
+        if let Some(admitted) = outbox.admit(copy.target, bytes, &mut in_flight, || 0, &mut tally) {
+            assert!(in_flight.held() <= plan.max_in_flight_bytes);
             let token = u32::try_from(calls).unwrap_or(u32::MAX);
             calls += 1;
-            outbox.sent(token, copy.target, &mut tally);
-            assert!(outbox.ended(token, seed.get(..3), &mut tally).is_some());
-            assert!(outbox.ended(token, None, &mut tally).is_none());
+            if seed.last().is_some_and(|b| b & 2 != 0) {
+                outbox.refused(admitted, &mut in_flight, &mut tally);
+            } else {
+                outbox.sent(token, admitted, &mut tally);
+                open.push(token);
+            }
         }
     }
+    for token in open {
+        assert!(outbox
+            .ended(token, seed.get(..3), &mut in_flight, &mut tally)
+            .is_some());
+        assert!(outbox
+            .ended(token, None, &mut in_flight, &mut tally)
+            .is_none());
+    }
+    assert!(
+        in_flight.peak() <= plan.max_in_flight_bytes,
+        "never past max_in_flight_bytes"
+    );
+    assert_eq!(in_flight.held(), others, "every in-flight byte given back");
     for (index, _) in plan.targets.iter().enumerate() {
         let sampled = tally.get(index, Counter::Sampled);
         let copied = copies.iter().filter(|c| c.target == index).count() as u64;
@@ -163,6 +190,7 @@ fuzz_target!(|data: &[u8]| {
             .map(|&c| tally.get(index, c))
             .sum();
         let through_outbox = tally.get(index, Counter::Dispatched)
+            + tally.get(index, Counter::DispatchFailed)
             + tally.get(index, Counter::SkippedInFlight)
             + tally.get(index, Counter::SkippedRateLimited);
         assert_eq!(through_outbox, copied);

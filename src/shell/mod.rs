@@ -9,7 +9,7 @@ mod stream;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use crate::budget::Budget;
+use crate::budget::Budgets;
 use crate::metrics::Tally;
 use abi::LogLevel;
 use root::Worker;
@@ -22,8 +22,9 @@ struct Vm {
     roots: HashMap<u32, Option<Worker>>,
     /// HTTP contexts, one per request in progress.
     streams: HashMap<u32, Stream>,
-    /// Bytes held for copies by every request of every root (`max_buffered_bytes`).
-    budget: Budget,
+    /// Bytes held for copies by every request and root (`max_buffered_bytes`), and
+    /// bytes of copies handed to Envoy and not yet ended (`max_in_flight_bytes`).
+    budgets: Budgets,
 }
 
 thread_local! {
@@ -67,14 +68,14 @@ fn with_vm<R>(default: R, f: impl FnOnce(&mut Vm) -> R) -> R {
     })
 }
 
-/// Runs `f` on an HTTP context, its configured root and the VM's budget.
-fn with_stream(context_id: u32, f: impl FnOnce(&mut Stream, &mut Worker, &mut Budget)) {
+/// Runs `f` on an HTTP context, its configured root and the VM's budgets.
+fn with_stream(context_id: u32, f: impl FnOnce(&mut Stream, &mut Worker, &mut Budgets)) {
     with_vm((), |vm| {
         let Some(stream) = vm.streams.get_mut(&context_id) else {
             return;
         };
         if let Some(Some(worker)) = vm.roots.get_mut(&stream.root) {
-            f(stream, worker, &mut vm.budget);
+            f(stream, worker, &mut vm.budgets);
         }
     });
 }
@@ -148,8 +149,8 @@ pub extern "C" fn proxy_on_request_headers(
     _num_headers: usize,
     end_of_stream: u32,
 ) -> u32 {
-    with_stream(context_id, |stream, worker, budget| {
-        stream.on_request_headers(worker, budget, end_of_stream != 0);
+    with_stream(context_id, |stream, worker, budgets| {
+        stream.on_request_headers(worker, budgets, end_of_stream != 0);
     });
     abi::CONTINUE
 }
@@ -160,16 +161,16 @@ pub extern "C" fn proxy_on_request_body(
     body_size: usize,
     end_of_stream: u32,
 ) -> u32 {
-    with_stream(context_id, |stream, worker, budget| {
-        stream.on_request_body(worker, budget, body_size, end_of_stream != 0);
+    with_stream(context_id, |stream, worker, budgets| {
+        stream.on_request_body(worker, budgets, body_size, end_of_stream != 0);
     });
     abi::CONTINUE
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_trailers(context_id: u32, _num_trailers: usize) -> u32 {
-    with_stream(context_id, |stream, worker, budget| {
-        stream.finish(worker, budget);
+    with_stream(context_id, |stream, worker, budgets| {
+        stream.finish(worker, budgets);
     });
     abi::CONTINUE
 }
@@ -179,7 +180,7 @@ pub extern "C" fn proxy_on_http_call_response(
     context_id: u32,
     token: u32,
     _num_headers: usize,
-    _body_size: usize,
+    body_size: usize,
     _num_trailers: usize,
 ) {
     with_vm((), |vm| {
@@ -193,7 +194,8 @@ pub extern "C" fn proxy_on_http_call_response(
                 .flatten()
                 .find(|worker| worker.owns_call(token)),
         };
-        if worker.is_some_and(|worker| worker.call_ended(token)) {
+        let in_flight = &mut vm.budgets.in_flight;
+        if worker.is_some_and(|worker| worker.call_ended(token, body_size, in_flight)) {
             // The last copy a replaced configuration waited for: its root may go. The
             // host deletes it once this callback has returned.
             if let Err(status) = abi::done() {
@@ -232,11 +234,14 @@ pub extern "C" fn proxy_on_delete(context_id: u32) {
             // A request that ended before it was complete. (Envoy deletes a root only
             // after its requests, so the root is there.)
             match vm.roots.get_mut(&stream.root) {
-                Some(Some(worker)) => stream.end(&mut worker.metrics, &mut vm.budget),
-                _ => stream.end(&mut Tally::default(), &mut vm.budget),
+                Some(Some(worker)) => stream.end(&mut worker.metrics, &mut vm.budgets.buffered),
+                _ => stream.end(&mut Tally::default(), &mut vm.budgets.buffered),
             }
-        } else {
-            vm.roots.remove(&context_id);
+        } else if let Some(Some(mut worker)) = vm.roots.remove(&context_id) {
+            // Envoy deletes a root that said done (nothing in flight), or one it stops
+            // without asking (the VM is going away): answers to its calls can no longer
+            // come, so their bytes go back.
+            worker.outbox.forget_all(&mut vm.budgets.in_flight);
         }
     });
 }

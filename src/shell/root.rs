@@ -7,8 +7,9 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
 use super::abi::{self, LogLevel};
+use crate::budget::Budget;
 use crate::capture::ReadyCopy;
-use crate::config::{self, Plan};
+use crate::config::{self, Plan, ANSWER_BUFFER_RUNTIME_KEY};
 use crate::drain::Retirement;
 use crate::log_throttle::{Failure, LogThrottle};
 use crate::metrics::{lane_metric_name, metric_name, Counter, LaneStat, Metrics, IN_FLIGHT};
@@ -140,27 +141,32 @@ pub fn configure(configuration: &[u8]) -> Option<Worker> {
 }
 
 impl Worker {
-    /// Sends the complete copies of one request, each past its target's limits.
-    pub fn send(&mut self, copies: &[ReadyCopy]) {
+    /// Sends the complete copies of one request, each past its target's limits and
+    /// `max_in_flight_bytes`.
+    pub fn send(&mut self, copies: &[ReadyCopy], in_flight: &mut Budget) {
         for copy in copies {
             let Some(target) = self.plan.targets.get(copy.target) else {
                 continue;
             };
-            if !self
-                .outbox
-                .admit(copy.target, abi::now_nanos, &mut self.metrics)
-            {
+            let bytes = copy.headers.len().saturating_add(copy.body.len());
+            let Some(admitted) = self.outbox.admit(
+                copy.target,
+                bytes,
+                in_flight,
+                abi::now_nanos,
+                &mut self.metrics,
+            ) else {
                 continue;
-            }
+            };
             match abi::http_call(
                 &target.cluster,
                 &copy.headers,
                 &copy.body,
                 target.timeout_ms,
             ) {
-                Ok(token) => self.outbox.sent(token, copy.target, &mut self.metrics),
+                Ok(token) => self.outbox.sent(token, admitted, &mut self.metrics),
                 Err(status) => {
-                    self.outbox.refused(copy.target, &mut self.metrics);
+                    self.outbox.refused(admitted, in_flight, &mut self.metrics);
                     if self
                         .throttle
                         .allow(copy.target, Failure::DispatchRefused, abi::now_nanos())
@@ -204,11 +210,12 @@ impl Worker {
         done
     }
 
-    /// Call `token` ended; counts it by the answer's status. Returns whether this was
-    /// the last copy a replaced configuration waited for: then the host must be told
-    /// that the root is done.
-    pub fn call_ended(&mut self, token: u32) -> bool {
-        self.count_answer(token);
+    /// Call `token` ended with an answer body of `body_size` bytes (0 when it ended
+    /// without an answer); counts it by the answer's status and gives its bytes back to
+    /// `in_flight`. Returns whether this was the last copy a replaced configuration
+    /// waited for: then the host must be told that the root is done.
+    pub fn call_ended(&mut self, token: u32, body_size: usize, in_flight: &mut Budget) -> bool {
+        self.count_answer(token, body_size, in_flight);
         let drained = self.retirement.on_call_ended(self.outbox.calls_in_flight());
         if drained {
             abi::log(
@@ -219,31 +226,46 @@ impl Worker {
         drained
     }
 
-    fn count_answer(&mut self, token: u32) {
+    fn count_answer(&mut self, token: u32, body_size: usize, in_flight: &mut Budget) {
         let status =
             abi::header(abi::HTTP_CALL_RESPONSE_HEADERS, ":status").unwrap_or_else(|status| {
                 super::host_failed("reading a mirror answer's :status", status);
                 None
             });
-        let Some((index, counter)) = self
-            .outbox
-            .ended(token, status.as_deref(), &mut self.metrics)
+        let Some((index, counter)) =
+            self.outbox
+                .ended(token, status.as_deref(), in_flight, &mut self.metrics)
         else {
             return;
         };
+        let name = self.plan.targets.get(index).map_or("", |t| t.name.as_str());
+        let limit = self.plan.max_answer_bytes;
+        if body_size > limit
+            && self
+                .throttle
+                .allow(index, Failure::AnswerNotLimited, abi::now_nanos())
+        {
+            abi::log(
+                LogLevel::Warn,
+                &format!(
+                    "traffic-mirror: target {name}: a mirror answer of {body_size} bytes arrived whole, more than max_answer_bytes ({limit}): Envoy's runtime value {ANSWER_BUFFER_RUNTIME_KEY} is not set to {limit}, so Envoy holds each answer up to 32 MiB; set {ANSWER_BUFFER_RUNTIME_KEY}: {limit} in its layered_runtime (Istio: runtimeValues in the proxy config); logged at most once a minute"
+                ),
+            );
+        }
         let failure = match counter {
             Counter::ResponsesFailed => Failure::NoResponse,
             Counter::Responses5xx => Failure::ServerError,
             _ => return,
         };
         if self.throttle.allow(index, failure, abi::now_nanos()) {
-            let name = self.plan.targets.get(index).map_or("", |t| t.name.as_str());
             let what = match (failure, status) {
                 (Failure::ServerError, Some(status)) => format!(
                     "the mirror answered {} (Envoy answers 503 for a refused connection, 504 past timeout_ms)",
                     String::from_utf8_lossy(&status)
                 ),
-                _ => "the copy ended without a response (reset)".to_string(),
+                _ => format!(
+                    "the copy ended without a complete answer: the mirror reset it after its headers, or its answer was longer than {ANSWER_BUFFER_RUNTIME_KEY} (max_answer_bytes {limit}), which Envoy reports the same way"
+                ),
             };
             abi::log(
                 LogLevel::Warn,

@@ -4,7 +4,7 @@
 
 use super::root::Worker;
 use super::{abi, host_failed};
-use crate::budget::Budget;
+use crate::budget::{Budget, Budgets};
 use crate::capture::{self, Capture};
 use crate::metrics::Metrics;
 use crate::request::RequestView;
@@ -26,7 +26,7 @@ impl Stream {
     pub fn on_request_headers(
         &mut self,
         worker: &mut Worker,
-        budget: &mut Budget,
+        budgets: &mut Budgets,
         end_of_stream: bool,
     ) {
         let mut request = HostRequest::default();
@@ -41,16 +41,16 @@ impl Stream {
             &mut worker.metrics,
         );
         if end_of_stream {
-            self.finish(worker, budget);
+            self.finish(worker, budgets);
         } else if let Some(capture) = self.capture.as_mut() {
-            capture.hold(budget, &mut worker.metrics);
+            capture.hold(&mut budgets.buffered, &mut worker.metrics);
         }
     }
 
     pub fn on_request_body(
         &mut self,
         worker: &mut Worker,
-        budget: &mut Budget,
+        budgets: &mut Budgets,
         body_size: usize,
         end_of_stream: bool,
     ) {
@@ -60,26 +60,29 @@ impl Stream {
         if capture.is_active() && body_size > 0 {
             // The chunk that just arrived; it flows on unchanged.
             match abi::buffer(abi::REQUEST_BODY, 0, body_size) {
-                Ok(chunk) => capture.add_body_chunk(chunk, budget, &mut worker.metrics),
+                Ok(chunk) => {
+                    capture.add_body_chunk(chunk, &mut budgets.buffered, &mut worker.metrics)
+                }
                 Err(status) => {
                     // A copy is never sent with part of its body.
                     host_failed("reading a request body chunk", status);
-                    capture.abandon(budget, &mut worker.metrics);
+                    capture.abandon(&mut budgets.buffered, &mut worker.metrics);
                 }
             }
         }
         if end_of_stream {
-            self.finish(worker, budget);
+            self.finish(worker, budgets);
         }
     }
 
     /// The request is complete (its trailers, if any, are not copied): the copies go
-    /// to Envoy, and their bytes back to the budget.
-    pub fn finish(&mut self, worker: &mut Worker, budget: &mut Budget) {
+    /// to Envoy (into `max_in_flight_bytes`), and their bytes back to
+    /// `max_buffered_bytes`.
+    pub fn finish(&mut self, worker: &mut Worker, budgets: &mut Budgets) {
         if let Some(capture) = self.capture.take() {
-            let finished = capture.finish(budget, &mut worker.metrics);
-            worker.send(&finished.copies);
-            finished.release(budget);
+            let finished = capture.finish(&mut budgets.buffered, &mut worker.metrics);
+            worker.send(&finished.copies, &mut budgets.in_flight);
+            finished.release(&mut budgets.buffered);
         }
     }
 

@@ -21,6 +21,7 @@ mod copies;
 mod failure_policy;
 mod fire_and_forget;
 mod hostile;
+mod hostile_mirrors;
 mod lanes;
 mod loop_guard;
 mod rules;

@@ -91,6 +91,10 @@ pub const FAILURE_POLICY: &str = "FAIL_OPEN";
 /// above what any test sends, so that Envoy's own overflow never answers a copy.
 const TEST_CIRCUIT_BREAKER: u32 = 100_000;
 
+/// Envoy's runtime value `http.async_response_buffer_limit` as the shipped
+/// configurations set it: the plugin's default `max_answer_bytes`.
+pub const ANSWER_BUFFER_LIMIT: u64 = 65_536;
+
 /// How the plugin reaches Envoy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
@@ -124,6 +128,9 @@ pub struct EnvoyConfig {
     /// Routes before the default one (to `primary`): a request whose header has exactly
     /// this value goes to this cluster. (header, value, cluster)
     pub header_routes: Vec<(String, String, String)>,
+    /// The runtime value `http.async_response_buffer_limit` (`None`: not set, Envoy's
+    /// default of 32 MiB).
+    pub answer_buffer_limit: Option<u64>,
 }
 
 impl EnvoyConfig {
@@ -141,7 +148,15 @@ impl EnvoyConfig {
             delivery: Delivery::Inline,
             buffer_limit: None,
             header_routes: Vec::new(),
+            answer_buffer_limit: Some(ANSWER_BUFFER_LIMIT),
         }
+    }
+
+    /// Sets (or, with `None`, leaves out) the runtime value
+    /// `http.async_response_buffer_limit`.
+    pub fn answer_buffer_limit(mut self, bytes: Option<u64>) -> EnvoyConfig {
+        self.answer_buffer_limit = bytes;
+        self
     }
 
     /// Routes requests whose `header` is exactly `value` to `cluster` (which must be
@@ -300,9 +315,17 @@ resources:
                 )
             })
             .collect();
+        let runtime = self
+            .answer_buffer_limit
+            .map(|bytes| {
+                format!(
+                    "layered_runtime:\n  layers:\n  - name: static\n    static_layer:\n      http.async_response_buffer_limit: {bytes}\n"
+                )
+            })
+            .unwrap_or_default();
         let mut yaml = format!(
             r#"node: {{ id: e2e, cluster: e2e }}
-admin:
+{runtime}admin:
   address:
     socket_address: {{ address: 127.0.0.1, port_value: 0 }}
 static_resources:
@@ -483,6 +506,12 @@ impl Envoy {
             .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
     }
 
+    /// What Envoy holds now: its resident memory and the bytes queued in its TCP
+    /// sockets (see [`Memory`]).
+    pub fn memory(&self) -> Memory {
+        Memory::of(self.pid())
+    }
+
     /// Kills Envoy and starts it again with the same configuration (new ports).
     pub fn restart(&mut self) {
         self.kill();
@@ -642,6 +671,107 @@ impl Drop for Envoy {
                 eprintln!("===== Envoy's log: {} =====\n{text}", path.display());
             }
         }
+    }
+}
+
+/// What a process holds: its resident memory (`VmRSS`) and the payload bytes queued in
+/// its TCP sockets, sent and not yet acknowledged or received and not yet read
+/// (`tx_queue` and `rx_queue` of `/proc/net/tcp{,6}` for the socket inodes among its
+/// file descriptors). Kernel socket memory is not in a process's RSS, but is charged to
+/// its memory cgroup: a sidecar's limit counts both. Per process, so tests running
+/// beside each other do not disturb it (the system-wide `/proc/net/sockstat` would).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub rss: u64,
+    pub sockets: u64,
+}
+
+impl Memory {
+    pub fn of(pid: u32) -> Memory {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|kb| kb.trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024);
+        let inodes: std::collections::HashSet<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let link = fs::read_link(entry.path()).ok()?;
+                let link = link.to_str()?;
+                Some(
+                    link.strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .to_string(),
+                )
+            })
+            .collect();
+        let mut sockets = 0;
+        for table in ["tcp", "tcp6"] {
+            let text = fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (Some(queues), Some(inode)) = (fields.get(4), fields.get(9)) else {
+                    continue;
+                };
+                if !inodes.contains(*inode) {
+                    continue;
+                }
+                if let Some((tx, rx)) = queues.split_once(':') {
+                    sockets += u64::from_str_radix(tx, 16).unwrap_or(0)
+                        + u64::from_str_radix(rx, 16).unwrap_or(0);
+                }
+            }
+        }
+        Memory { rss, sockets }
+    }
+
+    /// Both together.
+    pub fn total(&self) -> u64 {
+        self.rss + self.sockets
+    }
+}
+
+/// The most a process held while it ran: [`Memory`] sampled every few milliseconds by a
+/// thread of its own until [`PeakMemory::stop`].
+pub struct PeakMemory {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<Memory>>,
+}
+
+impl PeakMemory {
+    pub fn start(pid: u32) -> PeakMemory {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let sampler = std::thread::spawn(move || {
+            let mut peak = Memory::default();
+            loop {
+                let now = Memory::of(pid);
+                if now.total() > peak.total() {
+                    peak = now;
+                }
+                if flag.load(Ordering::SeqCst) {
+                    return peak;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        PeakMemory {
+            stop,
+            sampler: Some(sampler),
+        }
+    }
+
+    /// Stops sampling; the sample with the most held in all.
+    pub fn stop(mut self) -> Memory {
+        self.stop.store(true, Ordering::SeqCst);
+        self.sampler
+            .take()
+            .and_then(|sampler| sampler.join().ok())
+            .unwrap_or_default()
     }
 }
 

@@ -9,7 +9,11 @@
 //! can be delayed and its status chosen. Dropping the server stops it: the accept loop
 //! polls a stop flag, open connections are shut down, delayed answers are abandoned.
 //!
-//! Self-contained (std only), so that the example can include it by path.
+//! A hostile mirror, for the memory tests: the answer can be a large body written
+//! slowly, or the server can stop reading after a request's head (with a small receive
+//! buffer, so that the kernel does not absorb what the peer sends).
+//!
+//! Self-contained (std and `socket2`), so that the example can include it by path.
 // Test support: not every user needs every item; panics and indexing are fine here.
 #![allow(dead_code, clippy::indexing_slicing, clippy::panic)]
 
@@ -116,13 +120,33 @@ pub struct Behaviour {
     pub status: u16,
     /// Time between the whole request having arrived and the answer being written.
     pub delay: Duration,
+    /// The answer's body: `None`, a line naming the server and the request; `Some`, this
+    /// many bytes, written in slices of [`ANSWER_SLICE`] spread over `time` (a large
+    /// answer sent slowly).
+    pub large_answer: Option<LargeAnswer>,
+    /// Read a request's head, then nothing more: neither its body nor anything after,
+    /// and never answer (a mirror that stops reading). The connection stays open until
+    /// the peer or [`Drop`] closes it.
+    pub stop_reading: bool,
 }
+
+/// A large answer body, sent slowly.
+#[derive(Debug, Clone, Copy)]
+pub struct LargeAnswer {
+    pub bytes: usize,
+    pub time: Duration,
+}
+
+/// How much of a large answer is written at once.
+pub const ANSWER_SLICE: usize = 64 * 1024;
 
 impl Default for Behaviour {
     fn default() -> Self {
         Behaviour {
             status: 200,
             delay: Duration::ZERO,
+            large_answer: None,
+            stop_reading: false,
         }
     }
 }
@@ -139,6 +163,10 @@ pub struct Options {
     pub log: bool,
     /// Keep every request for [`Upstream::received`] (off for long benchmark runs).
     pub record: bool,
+    /// `SO_RCVBUF` of the listening socket, set before it listens (accepted connections
+    /// inherit it): a small one keeps the kernel from absorbing megabytes per connection
+    /// for a server that stops reading.
+    pub receive_buffer: Option<usize>,
 }
 
 impl Options {
@@ -149,6 +177,7 @@ impl Options {
             behaviour: Behaviour::default(),
             log: false,
             record: true,
+            receive_buffer: None,
         }
     }
 }
@@ -166,6 +195,10 @@ struct Shared {
     /// Requests received and answers begun, recorded or not.
     received_total: AtomicU64,
     answered_total: AtomicU64,
+    /// Answers written to the end (a large answer the peer cut off is not).
+    answered_whole: AtomicU64,
+    /// Request heads read by a server that then stopped reading.
+    stalled_total: AtomicU64,
     /// A handle on every open connection, to shut them down when stopping.
     connections: Mutex<Vec<(u64, TcpStream)>>,
 }
@@ -199,7 +232,7 @@ impl Upstream {
     }
 
     pub fn start_with(options: Options) -> io::Result<Upstream> {
-        let listener = TcpListener::bind(("127.0.0.1", options.port))?;
+        let listener = listen(options.port, options.receive_buffer)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -213,6 +246,8 @@ impl Upstream {
             received: Mutex::new(Vec::new()),
             received_total: AtomicU64::new(0),
             answered_total: AtomicU64::new(0),
+            answered_whole: AtomicU64::new(0),
+            stalled_total: AtomicU64::new(0),
             connections: Mutex::new(Vec::new()),
         });
         let for_thread = Arc::clone(&shared);
@@ -253,6 +288,21 @@ impl Upstream {
         self.shared.answered_total.load(Ordering::SeqCst)
     }
 
+    /// How many answers were written to their end (recorded or not).
+    pub fn answered_whole(&self) -> u64 {
+        self.shared.answered_whole.load(Ordering::SeqCst)
+    }
+
+    /// How many request heads a server that stops reading has read.
+    pub fn stalled(&self) -> u64 {
+        self.shared.stalled_total.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        lock(&self.shared.connections).len()
+    }
+
     pub fn set_delay(&self, delay: Duration) {
         lock(&self.shared.behaviour).delay = delay;
     }
@@ -283,6 +333,36 @@ impl Drop for Upstream {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
+}
+
+/// A listening socket on 127.0.0.1:`port` (0: a free one), with `SO_RCVBUF` set before
+/// it listens.
+fn listen(port: u16, receive_buffer: Option<usize>) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Waits until the server stops, or `timeout` (`None`: for ever); whether it stopped.
+fn wait_for_stop(shared: &Shared, timeout: Option<Duration>) -> bool {
+    let guard = lock(&shared.stopped.0);
+    let stopping = |_: &mut ()| !shared.stop.load(Ordering::SeqCst);
+    match timeout {
+        Some(timeout) => drop(
+            shared
+                .stopped
+                .1
+                .wait_timeout_while(guard, timeout, stopping),
+        ),
+        None => drop(shared.stopped.1.wait_while(guard, stopping)),
+    }
+    shared.stop.load(Ordering::SeqCst)
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
@@ -400,6 +480,24 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Writes a large answer's body in slices spread evenly over its time; an error (the
+/// peer cut it off) ends the connection.
+fn write_slowly(writer: &mut TcpStream, answer: LargeAnswer, shared: &Shared) -> io::Result<()> {
+    static SLICE: [u8; ANSWER_SLICE] = [b'a'; ANSWER_SLICE];
+    let slices = answer.bytes.div_ceil(ANSWER_SLICE).max(1);
+    let pause = answer.time / u32::try_from(slices).unwrap_or(u32::MAX);
+    let mut left = answer.bytes;
+    while left > 0 {
+        let n = left.min(ANSWER_SLICE);
+        writer.write_all(&SLICE[..n])?;
+        left -= n;
+        if left > 0 && wait_for_stop(shared, Some(pause)) {
+            return Err(io::Error::other("server stopped"));
+        }
+    }
+    writer.flush()
+}
+
 fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
@@ -444,6 +542,12 @@ fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
         };
+        if lock(&shared.behaviour).stop_reading {
+            // The head is read; the body stays in the sockets, unread, for ever.
+            shared.stalled_total.fetch_add(1, Ordering::SeqCst);
+            wait_for_stop(shared, None);
+            return Ok(());
+        }
         let chunked = value_of("transfer-encoding").is_some_and(|te| te.contains("chunked"));
         let close =
             value_of("connection").is_some_and(|c| c.contains("close")) || version == "HTTP/1.0";
@@ -492,30 +596,22 @@ fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::
         shared.received_total.fetch_add(1, Ordering::SeqCst);
 
         let behaviour = lock(&shared.behaviour).clone();
-        if !behaviour.delay.is_zero() {
-            // Sleeps the whole delay at once (a thousand held connections cost nothing),
-            // waking early only when the server stops.
-            let guard = lock(&shared.stopped.0);
-            let _ = shared
-                .stopped
-                .1
-                .wait_timeout_while(guard, behaviour.delay, |_| {
-                    !shared.stop.load(Ordering::SeqCst)
-                });
-            if shared.stop.load(Ordering::SeqCst) {
-                return Ok(());
-            }
+        // Sleeps the whole delay at once (a thousand held connections cost nothing),
+        // waking early only when the server stops.
+        if !behaviour.delay.is_zero() && wait_for_stop(shared, Some(behaviour.delay)) {
+            return Ok(());
         }
+        let length = behaviour.large_answer.map_or(summary.len(), |a| a.bytes);
         let mut response = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-upstream: {}\r\n{}\r\n",
             behaviour.status,
             reason(behaviour.status),
-            summary.len(),
+            length,
             shared.name,
             if close { "connection: close\r\n" } else { "" },
         )
         .into_bytes();
-        if !head_only {
+        if !head_only && behaviour.large_answer.is_none() {
             response.extend_from_slice(summary.as_bytes());
         }
         if let Some(index) = index {
@@ -526,6 +622,10 @@ fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::
         shared.answered_total.fetch_add(1, Ordering::SeqCst);
         writer.write_all(&response)?;
         writer.flush()?;
+        if let (Some(answer), false) = (behaviour.large_answer, head_only) {
+            write_slowly(&mut writer, answer, shared)?;
+        }
+        shared.answered_whole.fetch_add(1, Ordering::SeqCst);
         if close {
             let _ = writer.shutdown(Shutdown::Write);
             return Ok(());
