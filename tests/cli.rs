@@ -120,6 +120,63 @@ fn exit_status_says_what_went_wrong() {
 }
 
 #[test]
+fn check_warns_when_envoy_would_hold_more_of_an_answer_than_max_answer_bytes() {
+    let shipped = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+    let key = "http.async_response_buffer_limit: 65536";
+    assert!(shipped.contains(key), "envoy/envoy.yaml sets {key}");
+    let dir = tempdir("answer-buffer");
+    let check = |name: &str, yaml: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, yaml).unwrap();
+        let out = run(&["check", path.to_str().unwrap()], b"");
+        assert_eq!(out.status.code(), Some(0), "a warning is not an error");
+        let stdout = text(&out.stdout);
+        let warnings: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| l.split_once(": warning: ").map(|(_, w)| w.to_string()))
+            .collect();
+        assert!(
+            stdout
+                .lines()
+                .next()
+                .unwrap()
+                .contains(": ok (targets staging)"),
+            "{stdout}"
+        );
+        warnings
+    };
+    assert_eq!(check("same.yaml", &shipped), Vec::<String>::new());
+    let lower = shipped.replace(key, "http.async_response_buffer_limit: 1024");
+    assert_eq!(check("lower.yaml", &lower), Vec::<String>::new());
+    let unset = shipped.replace(key, "other.key: 1");
+    assert_eq!(
+        check("unset.yaml", &unset),
+        [
+            "Envoy's runtime value http.async_response_buffer_limit is not set: set it to \
+          max_answer_bytes (65536) in layered_runtime (a static_layer), or Envoy holds each \
+          copy's answer up to 32 MiB, outside max_in_flight_bytes"
+        ]
+    );
+    let higher = shipped.replace(key, "http.async_response_buffer_limit: \"1048576\"");
+    assert_eq!(
+        check("higher.yaml", &higher),
+        [
+            "Envoy's runtime value http.async_response_buffer_limit is 1048576, more than \
+          max_answer_bytes (65536): set it to max_answer_bytes (65536) in layered_runtime (a \
+          static_layer), or Envoy holds each copy's answer up to 1048576 bytes, outside \
+          max_in_flight_bytes"
+        ]
+    );
+    // A plugin whose max_answer_bytes matches a higher runtime value is fine.
+    let raised = higher.replace(
+        "\"targets\": [",
+        "\"max_answer_bytes\": 1048576, \"targets\": [",
+    );
+    assert_ne!(raised, higher);
+    assert_eq!(check("raised.yaml", &raised), Vec::<String>::new());
+}
+
+#[test]
 fn a_wasmplugin_is_checked_as_istio_hands_it_over() {
     // Integral numbers arrive without a fraction (a Struct holds doubles), so 1048576.0
     // is a valid max_body_bytes, as it is in the cluster.

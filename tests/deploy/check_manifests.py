@@ -61,6 +61,10 @@ WORKERS = {"envoy/envoy.yaml": 2, "envoy/sidecar.yaml": 2, "envoy/compose/envoy.
 # Envoy's default circuit breaker thresholds.
 ENVOY_DEFAULT_THRESHOLD = 1024
 DEFAULT_MAX_IN_FLIGHT = 1000
+# The runtime value that bounds the answer Envoy buffers for each call, and the plugin's
+# default max_answer_bytes it must equal.
+ANSWER_BUFFER_KEY = "http.async_response_buffer_limit"
+DEFAULT_MAX_ANSWER_BYTES = 65536
 
 
 # ---------------------------------------------------------------------------------------
@@ -104,12 +108,35 @@ def envoy_config_policy_errors(cfg, workers):
             if t.get("cluster") not in clusters:
                 errors.append(f"{where}: target {t.get('name')} mirrors to cluster {t.get('cluster')!r}, which the config does not define")
             in_flight[t.get("cluster")] = in_flight.get(t.get("cluster"), 0) + t.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT) * workers
+        if pc.get("targets"):
+            want = pc.get("max_answer_bytes", DEFAULT_MAX_ANSWER_BYTES)
+            have = static_runtime(cfg).get(ANSWER_BUFFER_KEY)
+            if have is None or int(have) != want:
+                errors.append(f"{where}: layered_runtime sets {ANSWER_BUFFER_KEY} to {have!r}, not the plugin's max_answer_bytes ({want})")
     errors += circuit_breaker_errors(cfg, in_flight)
     tags = cfg.get("stats_config", {}).get("stats_tags", [])
     for tag in (L.TARGET_TAG, L.LANE_TAG):
         if tag not in tags:
             errors.append(f"stats_config.stats_tags lacks {tag}")
     return errors
+
+
+def static_runtime(cfg):
+    """The runtime values the static layers of layered_runtime set (a later layer wins;
+    nested keys joined with dots, as Envoy flattens them)."""
+    values = {}
+
+    def flatten(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flatten(f"{prefix}{k}.", v)
+        else:
+            values[prefix[:-1]] = value
+
+    for layer in cfg.get("layered_runtime", {}).get("layers", []):
+        if "static_layer" in layer:
+            flatten("", layer["static_layer"])
+    return values
 
 
 def circuit_breaker_errors(cfg, in_flight):
@@ -184,6 +211,10 @@ def check_envoy_validation_can_fail():
         cl.pop("circuit_breakers", None)
     if not any("circuit_breakers max_requests is 1024" in e for e in envoy_config_policy_errors(no_breakers, workers)):
         fail("a config whose mirror cluster has Envoy's default circuit breakers passed the policy check")
+    no_runtime = copy.deepcopy(cfg)
+    no_runtime.pop("layered_runtime")
+    if not any(ANSWER_BUFFER_KEY in e for e in envoy_config_policy_errors(no_runtime, workers)):
+        fail(f"a config without the runtime value {ANSWER_BUFFER_KEY} passed the policy check")
     no_tag = copy.deepcopy(cfg)
     no_tag.pop("stats_config")
     if not any("stats_tags" in e for e in envoy_config_policy_errors(no_tag, workers)):

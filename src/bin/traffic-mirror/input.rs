@@ -7,6 +7,7 @@ use std::io::Read;
 
 use serde_json::Value;
 
+use traffic_mirror::config::ANSWER_BUFFER_RUNTIME_KEY;
 use traffic_mirror::istio::istio_json;
 
 use crate::yaml;
@@ -23,6 +24,24 @@ pub struct Found {
     /// What the module would be given as its configuration; `Err`: why none could be
     /// (the configuration is of a type the filter cannot read).
     pub configuration: Result<Vec<u8>, String>,
+    /// What the Envoy that runs it sets its answer buffer to.
+    pub answer_buffer: AnswerBuffer,
+}
+
+/// The runtime value `http.async_response_buffer_limit` of the Envoy bootstrap a filter
+/// was found in: how much of each copy's answer that Envoy holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerBuffer {
+    /// Not known from this file: a plugin configuration, a `WasmPlugin` (Istio sets
+    /// runtime values in the proxy config), an Envoy resource that is not a bootstrap, or
+    /// a bootstrap whose runtime has layers other than static and admin ones.
+    Unknown,
+    /// A bootstrap whose static runtime layers do not set it: Envoy's 32 MiB.
+    Unset,
+    /// Set in a static layer, to this many bytes.
+    Set(u64),
+    /// Set in a static layer to something that is not a number of bytes.
+    Invalid(String),
 }
 
 /// Reads a file (`-`: standard input).
@@ -45,6 +64,7 @@ pub fn configurations(name: &str, bytes: &[u8]) -> Result<Vec<Found>, String> {
             return Ok(vec![Found {
                 location: name.to_string(),
                 configuration: Ok(bytes.to_vec()),
+                answer_buffer: AnswerBuffer::Unknown,
             }])
         }
         Ok(value) => vec![value],
@@ -57,6 +77,7 @@ pub fn configurations(name: &str, bytes: &[u8]) -> Result<Vec<Found>, String> {
                     return Ok(vec![Found {
                         location: name.to_string(),
                         configuration: Ok(bytes.to_vec()),
+                        answer_buffer: AnswerBuffer::Unknown,
                     }])
                 }
                 Err(yaml_error) => {
@@ -84,9 +105,15 @@ pub fn configurations(name: &str, bytes: &[u8]) -> Result<Vec<Found>, String> {
             found.push(Found {
                 location: at,
                 configuration: Ok(istio_json(doc).into_bytes()),
+                answer_buffer: AnswerBuffer::Unknown,
             });
         } else {
+            let answer_buffer = answer_buffer(doc);
+            let first = found.len();
             envoy_filters(&at, doc, &mut Vec::new(), &mut found);
+            for filter in found.iter_mut().skip(first) {
+                filter.answer_buffer = answer_buffer.clone();
+            }
         }
     }
     if found.is_empty() {
@@ -144,7 +171,56 @@ fn wasm_plugin(at: &str, doc: &Value) -> Option<Found> {
     Some(Found {
         location,
         configuration: Ok(configuration.into_bytes()),
+        answer_buffer: AnswerBuffer::Unknown,
     })
+}
+
+/// What an Envoy document sets its answer buffer to (see [`AnswerBuffer`]).
+fn answer_buffer(doc: &Value) -> AnswerBuffer {
+    let bootstrap = [
+        "static_resources",
+        "dynamic_resources",
+        "layered_runtime",
+        "admin",
+    ]
+    .iter()
+    .any(|key| doc.get(*key).is_some());
+    if !bootstrap {
+        return AnswerBuffer::Unknown;
+    }
+    let layers = doc
+        .pointer("/layered_runtime/layers")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let mut set = None;
+    for layer in layers {
+        if let Some(values) = layer.get("static_layer") {
+            // Envoy flattens nested keys with dots; a later layer wins.
+            let key = ANSWER_BUFFER_RUNTIME_KEY;
+            let nested = format!("/{}", key.replace('.', "/"));
+            if let Some(value) = values.get(key).or(values.pointer(&nested)) {
+                set = Some(value.clone());
+            }
+        } else if layer.get("admin_layer").is_none() {
+            // An RTDS or disk layer may set it: this file cannot tell.
+            return AnswerBuffer::Unknown;
+        }
+    }
+    match set {
+        None => AnswerBuffer::Unset,
+        Some(value) => {
+            // Istio writes runtime values as strings; Envoy reads those as numbers too.
+            let bytes = match &value {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            bytes.map_or_else(
+                || AnswerBuffer::Invalid(value.to_string()),
+                AnswerBuffer::Set,
+            )
+        }
+    }
 }
 
 fn is_traffic_mirror(root_id: Option<&str>, code: Option<&str>) -> bool {
@@ -174,6 +250,7 @@ fn envoy_filters(at: &str, value: &Value, names: &mut Vec<String>, found: &mut V
                     found.push(Found {
                         location: format!("{at}: {}", names.join(" > ")),
                         configuration: envoy_configuration(&config["configuration"]),
+                        answer_buffer: AnswerBuffer::Unknown,
                     });
                 }
             } else {
@@ -266,6 +343,60 @@ static_resources:
         assert_eq!(
             found[0].configuration.as_deref(),
             Ok(&br#"{"targets": []}"#[..])
+        );
+    }
+
+    #[test]
+    fn the_answer_buffer_is_read_from_the_bootstraps_static_layers() {
+        let bootstrap = |runtime: &str| {
+            format!(
+                r#"
+{runtime}
+static_resources:
+  listeners:
+  - name: ingress
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config: {{root_id: traffic_mirror}}
+"#
+            )
+        };
+        let read = |runtime: &str| {
+            let found = configurations("envoy.yaml", bootstrap(runtime).as_bytes()).unwrap();
+            assert_eq!(found.len(), 1);
+            found[0].answer_buffer.clone()
+        };
+        assert_eq!(read(""), AnswerBuffer::Unset);
+        assert_eq!(
+            read("layered_runtime: {layers: [{name: s, static_layer: {http.async_response_buffer_limit: 65536}}]}"),
+            AnswerBuffer::Set(65536)
+        );
+        assert_eq!(
+            read("layered_runtime: {layers: [{name: s, static_layer: {http: {async_response_buffer_limit: '4096'}}}, {name: a, admin_layer: {}}]}"),
+            AnswerBuffer::Set(4096)
+        );
+        assert_eq!(
+            read("layered_runtime: {layers: [{name: a, static_layer: {http.async_response_buffer_limit: 1}}, {name: b, static_layer: {http.async_response_buffer_limit: 2}}]}"),
+            AnswerBuffer::Set(2),
+            "a later layer wins"
+        );
+        assert_eq!(
+            read("layered_runtime: {layers: [{name: s, static_layer: {other: 1}}]}"),
+            AnswerBuffer::Unset
+        );
+        assert_eq!(
+            read("layered_runtime: {layers: [{name: s, static_layer: {http.async_response_buffer_limit: big}}]}"),
+            AnswerBuffer::Invalid("\"big\"".to_string())
+        );
+        assert_eq!(
+            read("layered_runtime: {layers: [{name: r, rtds_layer: {name: rt}}]}"),
+            AnswerBuffer::Unknown
         );
     }
 
