@@ -36,9 +36,13 @@ fn shipped() -> Vec<String> {
         "envoy/lanes.yaml".to_string(),
         "envoy/compose/envoy.yaml".to_string(),
     ];
+    // The WasmPlugin manifests (proxy-runtime/ holds the proxies' runtime value, no
+    // plugin configuration).
     let mut istio: Vec<String> = std::fs::read_dir(repo().join("envoy/istio"))
         .unwrap()
-        .map(|e| format!("envoy/istio/{}", e.unwrap().file_name().to_string_lossy()))
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| format!("envoy/istio/{}", e.file_name().to_string_lossy()))
         .collect();
     istio.sort();
     files.extend(istio);

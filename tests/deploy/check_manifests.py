@@ -13,6 +13,13 @@ surface, and checks that each check can fail (a deliberately broken copy must be
   choices (failStrategy, oci:// url, phase, Istio cluster names), and each pluginConfig
   rendered as Istio renders it (compact JSON, keys sorted, in a StringValue) and loaded
   by the real module in `envoy --mode validate`.
+- Istio proxy runtime (envoy/istio/proxy-runtime/): the Deployment patch, the Gateway
+  patch and the mesh-wide Helm values each set the runtime value
+  http.async_response_buffer_limit to the max_answer_bytes of the WasmPlugins they serve;
+  the proxy config they carry validated against Istio's ProxyConfig schema
+  (tests/deploy/schemas/istio-mesh-v1alpha1.gen.json), the patched Gateway against the
+  Gateway API CRD's schema (CEL rules not evaluated), and the kubectl command in each
+  file's comment naming the workload or gateway the WasmPlugin selects.
 - docker-compose (envoy/docker-compose.yaml): tests/deploy/schemas/compose-spec.json,
   every bind-mounted file exists, the Envoy image is the version the tests run, and the
   mounted Envoy config validates with the module at its mounted path.
@@ -44,6 +51,10 @@ ROUTING_CRDS = {
 COMPOSE_SCHEMA_PATH = os.path.join(SCHEMAS, "compose-spec.json")
 ISTIO_DIR = os.path.join(L.REPO, "envoy", "istio")
 COMPOSE_PATH = os.path.join(L.REPO, "envoy", "docker-compose.yaml")
+PROXY_RUNTIME_DIR = os.path.join(ISTIO_DIR, "proxy-runtime")
+MESH_SCHEMA_PATH = os.path.join(SCHEMAS, "istio-mesh-v1alpha1.gen.json")
+GATEWAY_CRD_PATH = os.path.join(SCHEMAS, "gateway-api-gateways-crd.yaml")
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 ISTIO_CLUSTER = re.compile(r"^outbound\|([0-9]{1,5})\|[A-Za-z0-9_.-]*\|([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -734,6 +745,174 @@ def compose_errors(compose, compose_dir, schema):
     return errors
 
 
+# ---------------------------------------------------------------------------------------
+# Istio: the runtime value on the proxies a WasmPlugin selects
+
+
+def proxy_config_validator():
+    """Istio's ProxyConfig (OpenAPI 3.0 components) as JSON Schema."""
+    with open(MESH_SCHEMA_PATH) as f:
+        doc = json.load(f)
+    schema = {"$ref": "#/components/schemas/istio.mesh.v1alpha1.ProxyConfig", "components": doc["components"]}
+    return jsonschema.Draft7Validator(schema)
+
+
+def proxy_config_errors(proxy_config, want, validator):
+    """A ProxyConfig must be valid and set the runtime value to `want` bytes, as a string."""
+    if not isinstance(proxy_config, dict):
+        return [f"the proxy config is {type(proxy_config).__name__}, not a ProxyConfig object"]
+    errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+              for e in validator.iter_errors(proxy_config)]
+    have = proxy_config.get("runtimeValues", {}).get(ANSWER_BUFFER_KEY) if isinstance(proxy_config.get("runtimeValues"), dict) else None
+    if have != str(want):
+        errors.append(f"runtimeValues sets {ANSWER_BUFFER_KEY} to {have!r}, not the plugins' max_answer_bytes as a string ({str(want)!r})")
+    return errors
+
+
+def annotation_errors(annotations, want, validator):
+    value = annotations.get(PROXY_CONFIG_ANNOTATION) if isinstance(annotations, dict) else None
+    if not isinstance(value, str):
+        return [f"no {PROXY_CONFIG_ANNOTATION} annotation (a string holding ProxyConfig YAML)"]
+    try:
+        proxy_config = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        return [f"{PROXY_CONFIG_ANNOTATION} is not YAML: {exc}"]
+    return proxy_config_errors(proxy_config, want, validator)
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch (kubectl patch --type merge)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def kubectl_command(path):
+    """The `kubectl -n NS patch KIND NAME ...` line in a file's comment: (ns, kind, name)."""
+    with open(path) as f:
+        m = re.search(r"^#\s+kubectl -n (\S+) patch (\S+) (\S+) ", f.read(), re.M)
+    return m.groups() if m else None
+
+
+def plugin_answer_bytes(plugins):
+    values = {p["spec"]["pluginConfig"].get("max_answer_bytes", DEFAULT_MAX_ANSWER_BYTES) for p in plugins}
+    if len(values) != 1:
+        fail(f"the shipped WasmPlugins disagree on max_answer_bytes: {sorted(values)}")
+    return values.pop()
+
+
+def minimal_gateway(name, namespace):
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"gatewayClassName": "istio", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}
+
+
+def proxy_runtime_errors(files, plugins):
+    """What is wrong with the shipped runtime-value files, given the WasmPlugins they serve."""
+    errors = []
+    validator = proxy_config_validator()
+    # The plugins that copy requests (lanes alone make no calls).
+    with_mirror = [p for p in plugins if p["spec"].get("pluginConfig", {}).get("targets")]
+    sidecar = next(p for p in with_mirror if "selector" in p["spec"])
+    gateway = next(p for p in with_mirror if "targetRefs" in p["spec"])
+    want = plugin_answer_bytes(with_mirror)
+
+    deployment = files["deployment-patch.yaml"]
+    annotations = deployment.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations")
+    errors += [f"deployment-patch.yaml: {e}" for e in annotation_errors(annotations, want, validator)]
+    if set(deployment) != {"spec"} or set(deployment["spec"]) != {"template"}:
+        errors.append("deployment-patch.yaml: must patch spec.template only")
+    ns, kind, name = files["commands"]["deployment-patch.yaml"] or (None, None, None)
+    if (ns, kind) != (sidecar["metadata"]["namespace"], "deployment") or name != sidecar["spec"]["selector"]["matchLabels"].get("app"):
+        errors.append(f"deployment-patch.yaml: its kubectl command patches {kind} {ns}/{name}, not the Deployment the sidecar WasmPlugin selects")
+
+    group, schema = crd_version_schema(GATEWAY_CRD_PATH, "Gateway", "v1")
+    gateway_validator = jsonschema.Draft7Validator(full_object_schema(group, schema, "Gateway", "v1"))
+    ns, kind, name = files["commands"]["gateway-patch.yaml"] or (None, None, None)
+    refs = [r["name"] for r in gateway["spec"]["targetRefs"] if r.get("kind") == "Gateway"]
+    if (ns, kind) != (gateway["metadata"]["namespace"], "gateway") or name not in refs:
+        errors.append(f"gateway-patch.yaml: its kubectl command patches {kind} {ns}/{name}, not the Gateway the gateway WasmPlugin attaches to")
+    patched = merge_patch(minimal_gateway(name or "gw", ns or "ns"), files["gateway-patch.yaml"])
+    errors += [f"gateway-patch.yaml (applied to a Gateway): {'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+               for e in gateway_validator.iter_errors(patched)]
+    infra = patched.get("spec", {}).get("infrastructure", {}).get("annotations")
+    errors += [f"gateway-patch.yaml: {e}" for e in annotation_errors(infra, want, validator)]
+
+    mesh = files["mesh-values.yaml"]
+    default_config = mesh.get("meshConfig", {}).get("defaultConfig") if isinstance(mesh.get("meshConfig"), dict) else None
+    errors += [f"mesh-values.yaml: meshConfig.defaultConfig: {e}" for e in proxy_config_errors(default_config, want, validator)]
+    return errors
+
+
+def proxy_runtime_files():
+    files = {"commands": {}}
+    for name in ("deployment-patch.yaml", "gateway-patch.yaml", "mesh-values.yaml"):
+        path = os.path.join(PROXY_RUNTIME_DIR, name)
+        if not os.path.isfile(path):
+            fail(f"{os.path.relpath(path, L.REPO)} is missing")
+        files[name] = L.load_yaml(path)
+        files["commands"][name] = kubectl_command(path)
+    extra = set(os.listdir(PROXY_RUNTIME_DIR)) - set(files) - {"commands"}
+    if extra:
+        fail(f"no check covers envoy/istio/proxy-runtime/{sorted(extra)}: add one to tests/deploy/check_manifests.py")
+    return files
+
+
+def shipped_plugins():
+    return [d for _, d in istio_documents() if d.get("kind") == "WasmPlugin"]
+
+
+def check_istio_proxy_runtime():
+    errors = proxy_runtime_errors(proxy_runtime_files(), shipped_plugins())
+    if errors:
+        fail("; ".join(errors))
+
+
+def check_istio_proxy_runtime_can_fail():
+    files = proxy_runtime_files()
+    plugins = shipped_plugins()
+
+    def mutated(fn):
+        f = copy.deepcopy(files)
+        fn(f)
+        return f
+
+    def annotation(f, value):
+        f["deployment-patch.yaml"]["spec"]["template"]["metadata"]["annotations"][PROXY_CONFIG_ANNOTATION] = value
+
+    def raise_plugins(p):
+        for plugin in p:
+            plugin["spec"]["pluginConfig"]["max_answer_bytes"] = 1048576
+
+    raised = copy.deepcopy(plugins)
+    raise_plugins(raised)
+    cases = [
+        ("a number, not a string", "is not of type 'string'", mutated(lambda f: annotation(
+            f, f"runtimeValues:\n  {ANSWER_BUFFER_KEY}: 65536\n")), plugins),
+        ("a misspelt ProxyConfig field", "sets http.async_response_buffer_limit to None", mutated(lambda f: annotation(
+            f, f"runtimeValue:\n  {ANSWER_BUFFER_KEY}: \"65536\"\n")), plugins),
+        ("another value", "not the plugins' max_answer_bytes", mutated(lambda f: f["mesh-values.yaml"]["meshConfig"]["defaultConfig"]["runtimeValues"].update(
+            {ANSWER_BUFFER_KEY: "1048576"})), plugins),
+        ("plugins with a larger max_answer_bytes", "not the plugins' max_answer_bytes", files, raised),
+        ("annotation on the Deployment, not its pods", "must patch spec.template only", mutated(lambda f: f["deployment-patch.yaml"].update(
+            metadata={"annotations": {PROXY_CONFIG_ANNOTATION: "{}"}})), plugins),
+        ("another Gateway", "not the Gateway the gateway WasmPlugin attaches to", mutated(lambda f: f["commands"].update(
+            {"gateway-patch.yaml": ("shop-ingress", "gateway", "other-gateway")})), plugins),
+        ("Gateway metadata instead of infrastructure", "Additional properties are not allowed", mutated(lambda f: f["gateway-patch.yaml"]["spec"].update(
+            infrastructure={"podAnnotations": {}})), plugins),
+    ]
+    for name, expect, f, p in cases:
+        errors = proxy_runtime_errors(f, p)
+        if not any(expect in e for e in errors):
+            fail(f"broken proxy runtime files ({name}) were not refused for {expect!r}; errors: {errors}")
+
+
 def check_compose():
     L.require_module()
     with open(COMPOSE_SCHEMA_PATH) as f:
@@ -793,7 +972,7 @@ def check_compose_validation_can_fail():
 
 
 def main():
-    for path in (CRD_PATH, COMPOSE_SCHEMA_PATH):
+    for path in (CRD_PATH, COMPOSE_SCHEMA_PATH, MESH_SCHEMA_PATH, GATEWAY_CRD_PATH):
         if not os.path.isfile(path):
             print(f"FAIL missing schema {path}", flush=True)
             return 1
@@ -804,6 +983,8 @@ def main():
         ("... and those checks refuse each of 14 broken manifests and a pluginConfig the module rejects", check_istio_validation_can_fail),
         ("Istio routing for lanes: VirtualService and DestinationRule against their CRDs (+ CEL), each lane routed to its subset", check_istio_routing),
         ("... and that check refuses 4 broken resources and 4 broken lane routings", check_istio_routing_can_fail),
+        ("Istio proxy runtime: http.async_response_buffer_limit = max_answer_bytes on the selected proxies (ProxyConfig schema, Gateway CRD schema)", check_istio_proxy_runtime),
+        ("... and that check refuses 7 broken ones", check_istio_proxy_runtime_can_fail),
         ("docker-compose: compose-spec schema, mounted files, Envoy version, mounted Envoy config validates", check_compose),
         ("... and that check refuses a schema error, a missing mount, another Envoy version", check_compose_validation_can_fail),
     ])
