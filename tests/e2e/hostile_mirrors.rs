@@ -444,3 +444,67 @@ fn a_mirror_answering_normally_stays_within_the_bound() {
     );
     assert_eq!(mirror.count(), COPIES);
 }
+
+#[test]
+fn in_flight_bytes_are_one_budget_for_a_replaced_configuration_and_its_successor() {
+    // Room for three copies of 100 KiB with their answers' 64 KiB, not four.
+    const BODY: usize = 100 * 1024;
+    let config = |target: &str| {
+        json!({
+            "max_in_flight_bytes": 3 * (BODY + 65_536 + 1024),
+            "targets": [{"name": target, "cluster": "mirror", "percent": 100,
+                         "max_body_bytes": BODY}]
+        })
+        .to_string()
+    };
+    let primary = counting_upstream("primary");
+    let mirror = stops_reading();
+    let mut envoy = Envoy::start(
+        EnvoyConfig::new(&config("before"), primary.addr(), mirror.addr()).ecds("shop", "mirror"),
+    );
+    let mut connection = Connection::open(envoy.listener());
+    let mut post = |n: usize| {
+        for i in 0..n {
+            let request = Request::post(&format!("/upload/{i}"), crate::pattern(BODY, i as u64));
+            assert_eq!(connection.send(&request).status, 200);
+        }
+    };
+    post(5);
+    wait_until(SETTLE, "three copies to reach the stalled mirror", || {
+        mirror.stalled() == 3
+    });
+    let stats = envoy.mirror_stats("before");
+    assert_eq!(
+        (
+            stats["dispatched"],
+            stats["skipped_in_flight"],
+            stats["in_flight"]
+        ),
+        (3, 2, 3),
+        "{stats:?}"
+    );
+
+    // The update replaces the configuration; the old one's copies still hold their
+    // bytes, so the new one has no room either.
+    assert!(envoy.push(&config("after")), "the update was applied");
+    post(2);
+    let stats = envoy.mirror_stats("after");
+    assert_eq!(
+        (stats["dispatched"], stats["skipped_in_flight"]),
+        (0, 2),
+        "{stats:?}"
+    );
+
+    // The mirror goes away: the old copies end, their bytes come back, and the new
+    // configuration copies again (to a closed port now: Envoy answers them 503).
+    drop(mirror);
+    let before = assert_accounted(&envoy, "before");
+    assert_eq!(before["responses_5xx"], 3, "{before:?}");
+    post(2);
+    let after = assert_accounted(&envoy, "after");
+    assert_eq!(
+        (after["dispatched"], after["skipped_in_flight"]),
+        (2, 2),
+        "{after:?}"
+    );
+}
