@@ -264,7 +264,7 @@ impl Worker {
                     String::from_utf8_lossy(&status)
                 ),
                 _ => format!(
-                    "the copy ended without a complete answer: the mirror reset it after its headers, or its answer was longer than {ANSWER_BUFFER_RUNTIME_KEY} (max_answer_bytes {limit}), which Envoy reports the same way"
+                    "the copy ended without a complete answer: the mirror closed or reset it, its answer was longer than {ANSWER_BUFFER_RUNTIME_KEY} (max_answer_bytes {limit}), or it was still coming at timeout_ms, which Envoy reports the same way (the mirror cluster's stats tell them apart)"
                 ),
             };
             abi::log(

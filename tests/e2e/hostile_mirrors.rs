@@ -508,3 +508,73 @@ fn in_flight_bytes_are_one_budget_for_a_replaced_configuration_and_its_successor
         "{after:?}"
     );
 }
+
+#[test]
+fn copies_that_end_without_a_complete_answer_are_told_apart_by_the_mirror_clusters_stats() {
+    // Three ways a copy ends in responses_failed, each to a mirror of its own: Envoy cut
+    // an answer longer than max_answer_bytes, the mirror closed the connection in the
+    // middle of its answer, or the answer was still coming at timeout_ms. The plugin
+    // sees the three alike; the mirror clusters' stats do not.
+    const COPIES: u64 = 5;
+    let slow = |name: &str, bytes: usize, secs: u64| {
+        let mut options = Options::new(name);
+        options.behaviour.large_answer = Some(LargeAnswer {
+            bytes,
+            time: Duration::from_secs(secs),
+        });
+        Upstream::start_with(options).unwrap()
+    };
+    // 64 KiB at once, the next 64 KiB a second later (Envoy cuts it then) or much later;
+    // 2 KiB at once, the rest over 4 s.
+    let long = slow("long", 16 * 65_536, 16);
+    let closing = slow("closing", 16 * 65_536, 160);
+    let late = slow("late", 32 * 1024, 4);
+    let target = |name: &str, timeout_ms: u32| json!({"name": name, "cluster": name, "percent": 100, "timeout_ms": timeout_ms});
+    let plugin =
+        json!({"targets": [target("long", 5000), target("closing", 5000), target("late", 500)]});
+    let primary = counting_upstream("primary");
+    let envoy = Envoy::start(
+        EnvoyConfig::new(&plugin.to_string(), primary.addr(), long.addr())
+            .cluster("long", long.addr())
+            .cluster("closing", closing.addr())
+            .cluster("late", late.addr()),
+    );
+    let requests: Vec<Request> = (0..COPIES)
+        .map(|i| Request::get(&format!("/{i}")).header("x-request-id", format!("r{i}")))
+        .collect();
+    crate::send_all(envoy.listener(), &requests, 1, 1);
+    wait_until(SETTLE, "the closing mirror's answers to begin", || {
+        envoy.stat("cluster.closing.upstream_rq_200") == COPIES
+    });
+    drop(closing);
+    for name in ["long", "closing", "late"] {
+        let stats = assert_accounted(&envoy, name);
+        assert_eq!(stats["responses_failed"], COPIES, "{name}: {stats:?}");
+    }
+    let stat = |cluster: &str, name: &str| {
+        envoy
+            .stats()
+            .get(&format!("cluster.{cluster}.{name}"))
+            .copied()
+            .unwrap_or(0)
+    };
+    // Envoy cut the long answers: it closed the connections itself.
+    assert_eq!(
+        stat("long", "upstream_cx_destroy_local_with_active_rq"),
+        COPIES
+    );
+    assert_eq!(stat("long", "upstream_cx_destroy_remote_with_active_rq"), 0);
+    assert_eq!(stat("long", "upstream_rq_timeout"), 0);
+    // The closing mirror closed them.
+    assert_eq!(
+        stat("closing", "upstream_cx_destroy_remote_with_active_rq"),
+        COPIES
+    );
+    assert_eq!(
+        stat("closing", "upstream_cx_destroy_local_with_active_rq"),
+        0
+    );
+    // The late answers ran past timeout_ms after their headers: a timeout, not a 504.
+    assert_eq!(stat("late", "upstream_rq_timeout"), COPIES);
+    assert_eq!(stat("late", "upstream_cx_destroy_remote_with_active_rq"), 0);
+}

@@ -121,8 +121,7 @@ pub struct Behaviour {
     /// Time between the whole request having arrived and the answer being written.
     pub delay: Duration,
     /// The answer's body: `None`, a line naming the server and the request; `Some`, this
-    /// many bytes, written in slices of [`ANSWER_SLICE`] spread over `time` (a large
-    /// answer sent slowly).
+    /// many bytes, written in slices spread over `time` (a large answer sent slowly).
     pub large_answer: Option<LargeAnswer>,
     /// Read a request's head, then nothing more: neither its body nor anything after,
     /// and never answer (a mirror that stops reading). The connection stays open until
@@ -137,7 +136,7 @@ pub struct LargeAnswer {
     pub time: Duration,
 }
 
-/// How much of a large answer is written at once.
+/// The most of a large answer written at once.
 pub const ANSWER_SLICE: usize = 64 * 1024;
 
 impl Default for Behaviour {
@@ -480,15 +479,16 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Writes a large answer's body in slices spread evenly over its time; an error (the
-/// peer cut it off) ends the connection.
+/// Writes a large answer's body in slices of at most [`ANSWER_SLICE`], at least 16 of
+/// them, spread evenly over its time; an error (the peer cut it off) ends the connection.
 fn write_slowly(writer: &mut TcpStream, answer: LargeAnswer, shared: &Shared) -> io::Result<()> {
     static SLICE: [u8; ANSWER_SLICE] = [b'a'; ANSWER_SLICE];
-    let slices = answer.bytes.div_ceil(ANSWER_SLICE).max(1);
+    let slices = answer.bytes.div_ceil(ANSWER_SLICE).max(16);
+    let slice = answer.bytes.div_ceil(slices).max(1);
     let pause = answer.time / u32::try_from(slices).unwrap_or(u32::MAX);
     let mut left = answer.bytes;
     while left > 0 {
-        let n = left.min(ANSWER_SLICE);
+        let n = left.min(slice);
         writer.write_all(&SLICE[..n])?;
         left -= n;
         if left > 0 && wait_for_stop(shared, Some(pause)) {
