@@ -5,7 +5,7 @@
 //! Everything that decides and builds is plain Rust without host calls, tested natively
 //! and on wasm32: [`config`] (parse, validate, compile), [`lanes`], [`matching`],
 //! [`sampling`], [`capture`] (one request's way through the plan), [`budget`]
-//! (`max_buffered_bytes`), [`copy`] (the copy's headers), [`wire`] (the host's header map
+//! (`max_buffered_bytes`, `max_in_flight_bytes`), [`copy`] (the copy's headers), [`wire`] (the host's header map
 //! format), [`limits`], [`outbox`] (admission and calls in flight), [`drain`] (a replaced
 //! configuration's retirement), [`metrics`] and [`log_throttle`]; [`explain`] tells the
 //! same steps in words for the `traffic-mirror` command, and [`istio`] renders a
