@@ -101,6 +101,8 @@ struct Body {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capture {
     copies: Vec<Capturing>,
+    /// The request is a gRPC call.
+    grpc: bool,
     /// The request's declared `content-length`.
     declared: Option<usize>,
     body: Body,
@@ -114,6 +116,9 @@ pub struct Capture {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadyCopy {
     pub target: usize,
+    /// A gRPC call (`content-type: application/grpc...`): its answer's `grpc-status`
+    /// is counted too.
+    pub grpc: bool,
     /// Serialized header map (see [`crate::wire`]).
     pub headers: Vec<u8>,
     /// Shared by every target's copy of the same request.
@@ -186,6 +191,10 @@ pub fn begin<R: RequestView>(
     // Read the header map once for all the copies of this request.
     let map = request.header_map();
     let pairs = wire::parse(&map).unwrap_or_default();
+    let grpc = pairs
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(b"content-type"))
+        .is_some_and(|(_, value)| is_grpc_content_type(value));
     let copies = sampled
         .into_iter()
         .filter_map(|index| {
@@ -199,11 +208,22 @@ pub fn begin<R: RequestView>(
         .collect();
     Some(Capture {
         copies,
+        grpc,
         declared: content_length.flatten(),
         body: Body::default(),
         reserved: 0,
         limit: plan.max_buffered_bytes,
     })
+}
+
+/// Whether a `content-type` is gRPC's: `application/grpc`, alone or with a `+format`
+/// or parameters (not gRPC-Web, whose status travels in the body).
+pub fn is_grpc_content_type(value: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    value
+        .get(..GRPC.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(GRPC))
+        && matches!(value.get(GRPC.len()), None | Some(b'+' | b';' | b' '))
 }
 
 /// The request's `content-length`, when it declares a valid one.
@@ -317,6 +337,7 @@ impl Capture {
             .drain(..)
             .map(|copy| ReadyCopy {
                 target: copy.target,
+                grpc: self.grpc,
                 headers: copy.headers,
                 body: Rc::clone(&body),
             })
@@ -394,6 +415,37 @@ mod tests {
         ];
         headers.extend_from_slice(extra);
         HeaderList::new(&headers)
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn grpc_calls_are_known_by_their_content_type() {
+        for (value, grpc) in [
+            (&b"application/grpc"[..], true),
+            (b"application/grpc+proto", true),
+            (b"Application/GRPC;charset=utf-8", true),
+            (b"application/grpc-web", false),
+            (b"application/grpc-web+proto", false),
+            (b"application/grpcx", false),
+            (b"application/json", false),
+            (b"", false),
+        ] {
+            assert_eq!(is_grpc_content_type(value), grpc, "{value:?}");
+        }
+        let plan = plan(r#"{"name": "a", "cluster": "c", "percent": 100}"#);
+        let mut tally = Tally::default();
+        let mut budget = Budget::new();
+        let mut grpc = get(&[("content-type", b"application/grpc")]);
+        let copies = begin(&plan, &mut grpc, &mut Rng::new(1), &mut tally)
+            .unwrap()
+            .finish(&mut budget, &mut tally);
+        assert!(copies.copies[0].grpc);
+        copies.release(&mut budget);
+        let plain = begin(&plan, &mut get(&[]), &mut Rng::new(1), &mut tally)
+            .unwrap()
+            .finish(&mut budget, &mut tally);
+        assert!(!plain.copies[0].grpc);
+        plain.release(&mut budget);
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]

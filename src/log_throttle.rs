@@ -15,10 +15,12 @@ pub enum Failure {
     /// An answer longer than `max_answer_bytes` arrived whole: Envoy's answer buffer is
     /// not limited to it (its runtime value is not set).
     AnswerNotLimited,
+    /// A gRPC mirror answered with a status other than OK.
+    GrpcError,
 }
 
 impl Failure {
-    const COUNT: usize = 4;
+    const COUNT: usize = 5;
 
     fn index(self) -> usize {
         self as usize

@@ -107,6 +107,27 @@ impl Counter {
 /// The name of the `in_flight` gauge.
 pub const IN_FLIGHT: &str = "in_flight";
 
+/// The name of the copy latency histogram (milliseconds from handing a copy to Envoy to
+/// its end).
+pub const LATENCY_MS: &str = "latency_ms";
+
+/// gRPC status codes counted per target: 0 (`OK`) to 16 (`UNAUTHENTICATED`).
+pub const GRPC_STATUS_CODES: usize = 17;
+
+/// The metric name of a target's counter of answers with gRPC status `code`:
+/// `traffic_mirror.<target>.grpc_status.<code>` (the code becomes a label with the
+/// shipped `stats_tags`).
+pub fn grpc_status_metric_name(target: &str, code: u8) -> String {
+    format!("traffic_mirror.{target}.grpc_status.{code}")
+}
+
+/// The gRPC status code a `grpc-status` value carries: 0 to 16, `None` for anything
+/// else (not counted).
+pub fn grpc_status_code(value: &[u8]) -> Option<u8> {
+    let code: u8 = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+    (usize::from(code) < GRPC_STATUS_CODES).then_some(code)
+}
+
 /// The metric name the plugin defines; Envoy prefixes it with `wasmcustom.`.
 pub fn metric_name(target: &str, metric: &str) -> String {
     format!("traffic_mirror.{target}.{metric}")
@@ -146,6 +167,10 @@ pub trait Metrics {
     fn count(&mut self, target: usize, counter: Counter);
     fn add_in_flight(&mut self, target: usize, delta: i64);
     fn count_lane(&mut self, lane: usize, stat: LaneStat);
+    /// A copy's answer carried gRPC status `code` (0 to 16).
+    fn count_grpc_status(&mut self, target: usize, code: u8);
+    /// A copy ended this many milliseconds after it was handed to Envoy.
+    fn record_latency(&mut self, target: usize, millis: u64);
 }
 
 /// Counts in memory: for tests and fuzzing.
@@ -154,6 +179,8 @@ pub struct Tally {
     counts: Vec<[u64; Counter::ALL.len()]>,
     in_flight: Vec<i64>,
     lanes: Vec<[u64; LaneStat::ALL.len()]>,
+    grpc: Vec<[u64; GRPC_STATUS_CODES]>,
+    latencies: Vec<Vec<u64>>,
 }
 
 impl Tally {
@@ -177,10 +204,26 @@ impl Tally {
             .unwrap_or(0)
     }
 
+    /// Answers of a target with gRPC status `code`.
+    pub fn grpc_status(&self, target: usize, code: u8) -> u64 {
+        self.grpc
+            .get(target)
+            .and_then(|c| c.get(usize::from(code)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The latencies recorded for a target, in milliseconds, in order.
+    pub fn latencies(&self, target: usize) -> &[u64] {
+        self.latencies.get(target).map_or(&[], Vec::as_slice)
+    }
+
     fn grow(&mut self, target: usize) {
         if self.counts.len() <= target {
             self.counts.resize(target + 1, [0; Counter::ALL.len()]);
             self.in_flight.resize(target + 1, 0);
+            self.grpc.resize(target + 1, [0; GRPC_STATUS_CODES]);
+            self.latencies.resize(target + 1, Vec::new());
         }
     }
 }
@@ -216,6 +259,24 @@ impl Metrics for Tally {
             *slot += 1;
         }
     }
+
+    fn count_grpc_status(&mut self, target: usize, code: u8) {
+        self.grow(target);
+        if let Some(slot) = self
+            .grpc
+            .get_mut(target)
+            .and_then(|c| c.get_mut(usize::from(code)))
+        {
+            *slot += 1;
+        }
+    }
+
+    fn record_latency(&mut self, target: usize, millis: u64) {
+        self.grow(target);
+        if let Some(list) = self.latencies.get_mut(target) {
+            list.push(millis);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +306,25 @@ mod tests {
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn grpc_status_codes_are_0_to_16() {
+        for (value, code) in [
+            (&b"0"[..], Some(0)),
+            (b"14", Some(14)),
+            (b"16", Some(16)),
+            (b" 2 ", Some(2)),
+            (b"17", None),
+            (b"-1", None),
+            (b"300", None),
+            (b"", None),
+            (b"OK", None),
+            (b"\xff", None),
+        ] {
+            assert_eq!(grpc_status_code(value), code, "{value:?}");
+        }
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn metric_names_follow_the_spec() {
         assert_eq!(
             metric_name("staging", Counter::Requests.name()),
@@ -261,6 +341,14 @@ mod tests {
         assert_eq!(
             lane_metric_name("beta_2", LaneStat::Kept),
             "traffic_lanes.beta_2.kept"
+        );
+        assert_eq!(
+            grpc_status_metric_name("staging", 14),
+            "traffic_mirror.staging.grpc_status.14"
+        );
+        assert_eq!(
+            metric_name("staging", LATENCY_MS),
+            "traffic_mirror.staging.latency_ms"
         );
         let names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
         assert_eq!(names.len(), 16);

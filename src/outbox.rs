@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use crate::budget::Budget;
 use crate::config::Plan;
 use crate::limits::{InFlight, TokenBucket};
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::{grpc_status_code, Counter, Metrics};
 
 #[derive(Debug, Clone)]
 struct TargetLimits {
@@ -42,7 +42,50 @@ struct Call {
     target: usize,
     /// Held in `max_in_flight_bytes` until the call ends.
     bytes: usize,
+    /// A gRPC call: its answer's `grpc-status` is counted too.
+    grpc: bool,
+    /// When it was handed to Envoy.
+    sent_nanos: u64,
 }
+
+/// A call that has ended, out of the outbox (its slot and bytes given back), to be
+/// counted by how it ended ([`EndedCall::count`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "an ended call is counted once"]
+pub struct EndedCall {
+    pub target: usize,
+    /// A gRPC call: read its answer's `grpc-status` for [`EndedCall::count`].
+    pub grpc: bool,
+    sent_nanos: u64,
+}
+
+impl EndedCall {
+    /// Counts the end of the call at `now_nanos`: the answer's status class
+    /// (`status` none: it ended without a complete answer), its gRPC status when the
+    /// answer has one, the time since it was handed to Envoy, and one copy fewer in
+    /// flight. Returns the status class counter.
+    pub fn count(
+        &self,
+        status: Option<&[u8]>,
+        grpc_status: Option<&[u8]>,
+        now_nanos: u64,
+        metrics: &mut impl Metrics,
+    ) -> Counter {
+        let counter = Counter::for_response(status);
+        metrics.count(self.target, counter);
+        if let Some(code) = grpc_status.and_then(grpc_status_code) {
+            metrics.count_grpc_status(self.target, code);
+        }
+        metrics.record_latency(
+            self.target,
+            now_nanos.saturating_sub(self.sent_nanos) / NANOS_PER_MILLI,
+        );
+        metrics.add_in_flight(self.target, -1);
+        counter
+    }
+}
+
+const NANOS_PER_MILLI: u64 = 1_000_000;
 
 /// Copies admitted and not yet ended.
 #[derive(Debug, Default)]
@@ -105,8 +148,15 @@ impl Outbox {
         Some(Admitted { target, bytes })
     }
 
-    /// The host accepted the copy as call `token`.
-    pub fn sent(&mut self, token: u32, copy: Admitted, metrics: &mut impl Metrics) {
+    /// The host accepted the copy, a gRPC call or not, as call `token` at `now_nanos`.
+    pub fn sent(
+        &mut self,
+        token: u32,
+        copy: Admitted,
+        grpc: bool,
+        now_nanos: u64,
+        metrics: &mut impl Metrics,
+    ) {
         metrics.count(copy.target, Counter::Dispatched);
         metrics.add_in_flight(copy.target, 1);
         self.calls.insert(
@@ -114,6 +164,8 @@ impl Outbox {
             Call {
                 target: copy.target,
                 bytes: copy.bytes,
+                grpc,
+                sent_nanos: now_nanos,
             },
         );
     }
@@ -125,23 +177,17 @@ impl Outbox {
         in_flight.release(copy.bytes);
     }
 
-    /// Call `token` ended with this `:status` (none: no response); its slot and bytes
-    /// come back. Returns the target and the counter it went to, or `None` for a call
-    /// that is not ours.
-    pub fn ended(
-        &mut self,
-        token: u32,
-        status: Option<&[u8]>,
-        in_flight: &mut Budget,
-        metrics: &mut impl Metrics,
-    ) -> Option<(usize, Counter)> {
+    /// Call `token` ended: its slot and bytes come back. `None` for a call that is not
+    /// ours (or ended already).
+    pub fn end(&mut self, token: u32, in_flight: &mut Budget) -> Option<EndedCall> {
         let call = self.calls.remove(&token)?;
-        let counter = Counter::for_response(status);
-        metrics.count(call.target, counter);
-        metrics.add_in_flight(call.target, -1);
         self.release(call.target);
         in_flight.release(call.bytes);
-        Some((call.target, counter))
+        Some(EndedCall {
+            target: call.target,
+            grpc: call.grpc,
+            sent_nanos: call.sent_nanos,
+        })
     }
 
     /// The host deleted this configuration's root with calls still in flight, whose
@@ -194,6 +240,18 @@ mod tests {
         Outbox::new(&parse(json.as_bytes()).unwrap())
     }
 
+    /// Ends call `token` with this `:status` at time 0: its target and counter.
+    fn ended(
+        out: &mut Outbox,
+        token: u32,
+        status: Option<&[u8]>,
+        budget: &mut Budget,
+        tally: &mut Tally,
+    ) -> Option<(usize, Counter)> {
+        let call = out.end(token, budget)?;
+        Some((call.target, call.count(status, None, 0, tally)))
+    }
+
     /// Admits a copy of 100 bytes at time 0.
     fn admit(out: &mut Outbox, budget: &mut Budget, tally: &mut Tally) -> Option<Admitted> {
         out.admit(0, 100, budget, || 0, tally)
@@ -207,29 +265,29 @@ mod tests {
         let mut tally = Tally::default();
         for token in 10..13 {
             let copy = admit(&mut out, &mut budget, &mut tally).unwrap();
-            out.sent(token, copy, &mut tally);
+            out.sent(token, copy, false, 0, &mut tally);
         }
         assert_eq!(tally.in_flight(0), 3);
         assert_eq!(budget.held(), 3 * (100 + 65_536));
         assert_eq!(
-            out.ended(10, Some(b"200"), &mut budget, &mut tally),
+            ended(&mut out, 10, Some(b"200"), &mut budget, &mut tally),
             Some((0, Counter::Responses2xx))
         );
         assert_eq!(
-            out.ended(11, Some(b"503"), &mut budget, &mut tally),
+            ended(&mut out, 11, Some(b"503"), &mut budget, &mut tally),
             Some((0, Counter::Responses5xx))
         );
         assert_eq!(
-            out.ended(12, None, &mut budget, &mut tally),
+            ended(&mut out, 12, None, &mut budget, &mut tally),
             Some((0, Counter::ResponsesFailed))
         );
         assert_eq!(
-            out.ended(12, Some(b"200"), &mut budget, &mut tally),
+            ended(&mut out, 12, Some(b"200"), &mut budget, &mut tally),
             None,
             "ends once"
         );
         assert_eq!(
-            out.ended(99, Some(b"200"), &mut budget, &mut tally),
+            ended(&mut out, 99, Some(b"200"), &mut budget, &mut tally),
             None,
             "not ours"
         );
@@ -237,6 +295,43 @@ mod tests {
         assert_eq!(tally.in_flight(0), 0);
         assert_eq!(out.occupied(0), 0);
         assert_eq!(budget.held(), 0, "every byte comes back");
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn an_ended_call_counts_its_grpc_status_and_its_latency() {
+        let mut out = outbox("", "");
+        let mut budget = Budget::new();
+        let mut tally = Tally::default();
+        const MS: u64 = 1_000_000;
+        for (token, grpc) in [(1, true), (2, true), (3, false), (4, true)] {
+            let copy = admit(&mut out, &mut budget, &mut tally).unwrap();
+            out.sent(token, copy, grpc, 1000 * MS, &mut tally);
+        }
+        // A failing gRPC mirror answers HTTP 200: the class says 2xx, the code says 14.
+        let call = out.end(1, &mut budget).unwrap();
+        assert!(call.grpc);
+        assert_eq!(
+            call.count(Some(b"200"), Some(b"14"), 1250 * MS, &mut tally),
+            Counter::Responses2xx
+        );
+        let call = out.end(2, &mut budget).unwrap();
+        let _ = call.count(Some(b"200"), Some(b"0"), 1003 * MS + MS / 2, &mut tally);
+        let call = out.end(3, &mut budget).unwrap();
+        assert!(!call.grpc);
+        let _ = call.count(Some(b"503"), None, 1000 * MS, &mut tally);
+        // No complete answer, or a code out of range: no gRPC status; the clock going
+        // backwards: 0 ms.
+        let call = out.end(4, &mut budget).unwrap();
+        let _ = call.count(None, Some(b"99"), 999 * MS, &mut tally);
+        assert_eq!(tally.grpc_status(0, 14), 1);
+        assert_eq!(tally.grpc_status(0, 0), 1);
+        assert_eq!((0..17).map(|c| tally.grpc_status(0, c)).sum::<u64>(), 2);
+        assert_eq!(tally.latencies(0), [250, 3, 0, 0]);
+        assert_eq!(tally.get(0, Counter::Responses2xx), 2);
+        assert_eq!(tally.get(0, Counter::ResponsesFailed), 1);
+        assert_eq!(tally.in_flight(0), 0);
+        assert_eq!(budget.held(), 0);
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
@@ -249,12 +344,12 @@ mod tests {
         let second = admit(&mut out, &mut budget, &mut tally).unwrap();
         assert!(admit(&mut out, &mut budget, &mut tally).is_none());
         assert_eq!(tally.get(0, Counter::SkippedInFlight), 1);
-        out.sent(1, first, &mut tally);
+        out.sent(1, first, false, 0, &mut tally);
         out.refused(second, &mut budget, &mut tally);
         assert_eq!(tally.get(0, Counter::DispatchFailed), 1);
         let third = admit(&mut out, &mut budget, &mut tally).unwrap();
         assert!(admit(&mut out, &mut budget, &mut tally).is_none());
-        out.ended(1, Some(b"204"), &mut budget, &mut tally);
+        ended(&mut out, 1, Some(b"204"), &mut budget, &mut tally);
         assert!(admit(&mut out, &mut budget, &mut tally).is_some());
         assert_eq!(tally.get(0, Counter::SkippedInFlight), 2);
         out.refused(third, &mut budget, &mut tally);
@@ -282,14 +377,14 @@ mod tests {
         );
         // A smaller copy does not fit either: the budget is full.
         assert!(out.admit(0, 0, &mut budget, || 0, &mut tally).is_none());
-        out.sent(7, first, &mut tally);
+        out.sent(7, first, false, 0, &mut tally);
         out.refused(second, &mut budget, &mut tally);
         assert_eq!(budget.held(), 500);
         assert!(out.admit(0, 600, &mut budget, || 0, &mut tally).is_none());
         let fits = out.admit(0, 100, &mut budget, || 0, &mut tally).unwrap();
-        out.sent(8, fits, &mut tally);
-        out.ended(7, None, &mut budget, &mut tally);
-        out.ended(8, Some(b"200"), &mut budget, &mut tally);
+        out.sent(8, fits, false, 0, &mut tally);
+        ended(&mut out, 7, None, &mut budget, &mut tally);
+        ended(&mut out, 8, Some(b"200"), &mut budget, &mut tally);
         assert_eq!(budget.held(), 0);
         assert_eq!(budget.peak(), 1000);
         assert_eq!(tally.get(0, Counter::SkippedInFlight), 3);
@@ -311,9 +406,9 @@ mod tests {
         let mut budget = Budget::new();
         let mut tally = Tally::default();
         let big = old.admit(0, 5000, &mut budget, || 0, &mut tally).unwrap();
-        old.sent(1, big, &mut tally);
+        old.sent(1, big, false, 0, &mut tally);
         assert!(new.admit(0, 1, &mut budget, || 0, &mut tally).is_none());
-        old.ended(1, Some(b"200"), &mut budget, &mut tally);
+        ended(&mut old, 1, Some(b"200"), &mut budget, &mut tally);
         assert!(new.admit(0, 1000, &mut budget, || 0, &mut tally).is_some());
     }
 
@@ -325,7 +420,7 @@ mod tests {
         let mut tally = Tally::default();
         for token in 1..=3 {
             let copy = admit(&mut out, &mut budget, &mut tally).unwrap();
-            out.sent(token, copy, &mut tally);
+            out.sent(token, copy, false, 0, &mut tally);
         }
         assert!(budget.held() > 0);
         out.forget_all(&mut budget);

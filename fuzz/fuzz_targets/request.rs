@@ -163,18 +163,20 @@ fuzz_target!(|data: &[u8]| {
             if seed.last().is_some_and(|b| b & 2 != 0) {
                 outbox.refused(admitted, &mut in_flight, &mut tally);
             } else {
-                outbox.sent(token, admitted, &mut tally);
+                outbox.sent(token, admitted, copy.grpc, 7, &mut tally);
                 open.push(token);
             }
         }
     }
     for token in open {
-        assert!(outbox
-            .ended(token, seed.get(..3), &mut in_flight, &mut tally)
-            .is_some());
-        assert!(outbox
-            .ended(token, None, &mut in_flight, &mut tally)
-            .is_none());
+        let call = outbox
+            .end(token, &mut in_flight)
+            .expect("a call in flight ends");
+        let _ = call.count(seed.get(..3), seed.get(1..3), 5, &mut tally);
+        assert!(
+            outbox.end(token, &mut in_flight).is_none(),
+            "a call ends once"
+        );
     }
     assert!(
         in_flight.peak() <= plan.max_in_flight_bytes,
@@ -196,6 +198,16 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(through_outbox, copied);
         assert_eq!(sampled, outcomes);
         assert!(tally.get(index, Counter::Sampled) <= tally.get(index, Counter::Requests));
+        let ended: u64 = Counter::RESPONSES
+            .iter()
+            .map(|&c| tally.get(index, c))
+            .sum();
+        assert_eq!(ended, tally.get(index, Counter::Dispatched));
+        assert_eq!(
+            tally.latencies(index).len() as u64,
+            ended,
+            "every end timed"
+        );
         assert_eq!(tally.in_flight(index), 0);
     }
 });

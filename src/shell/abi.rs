@@ -22,12 +22,14 @@ pub const INTERNAL_FAILURE: Status = Status(10);
 /// Header maps (`proxy_get_header_map_*`).
 pub const REQUEST_HEADERS: u32 = 0;
 pub const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+pub const HTTP_CALL_RESPONSE_TRAILERS: u32 = 7;
 /// Buffers (`proxy_get_buffer_bytes`).
 pub const REQUEST_BODY: u32 = 0;
 pub const PLUGIN_CONFIGURATION: u32 = 7;
 /// Metric kinds.
 pub const COUNTER: u32 = 0;
 pub const GAUGE: u32 = 1;
+pub const HISTOGRAM: u32 = 2;
 /// Return value of the request callbacks: go on (the filter never pauses a request).
 pub const CONTINUE: u32 = 0;
 /// Return values of `proxy_on_done`.
@@ -84,6 +86,7 @@ extern "C" {
     ) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: u64) -> u32;
     fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
     fn proxy_done() -> u32;
 }
@@ -231,6 +234,12 @@ pub fn define_metric(kind: u32, name: &str) -> Result<u32, Status> {
 pub fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
     // SAFETY: plain values only.
     check(unsafe { proxy_increment_metric(id, offset) })
+}
+
+/// Records a value in a histogram.
+pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
+    // SAFETY: plain values only.
+    check(unsafe { proxy_record_metric(id, value) })
 }
 
 /// Tells the host that the current root context, which answered `proxy_on_done` with

@@ -181,7 +181,7 @@ pub extern "C" fn proxy_on_http_call_response(
     token: u32,
     _num_headers: usize,
     body_size: usize,
-    _num_trailers: usize,
+    num_trailers: usize,
 ) {
     with_vm((), |vm| {
         // The answer comes to the root that made the call; should a host deliver it
@@ -195,7 +195,8 @@ pub extern "C" fn proxy_on_http_call_response(
                 .find(|worker| worker.owns_call(token)),
         };
         let in_flight = &mut vm.budgets.in_flight;
-        if worker.is_some_and(|worker| worker.call_ended(token, body_size, in_flight)) {
+        if worker.is_some_and(|worker| worker.call_ended(token, body_size, num_trailers, in_flight))
+        {
             // The last copy a replaced configuration waited for: its root may go. The
             // host deletes it once this callback has returned.
             if let Err(status) = abi::done() {
