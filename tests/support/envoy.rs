@@ -131,6 +131,11 @@ pub struct EnvoyConfig {
     /// The runtime value `http.async_response_buffer_limit` (`None`: not set, Envoy's
     /// default of 32 MiB).
     pub answer_buffer_limit: Option<u64>,
+    /// Clusters whose upstreams speak HTTP/2 (cleartext, prior knowledge): gRPC servers.
+    pub http2: Vec<String>,
+    /// Envoy's `stats_flush_interval` (its default, 5 s, when `None`): how often
+    /// histograms are merged for the admin endpoints.
+    pub stats_flush: Option<Duration>,
 }
 
 impl EnvoyConfig {
@@ -149,7 +154,21 @@ impl EnvoyConfig {
             buffer_limit: None,
             header_routes: Vec::new(),
             answer_buffer_limit: Some(ANSWER_BUFFER_LIMIT),
+            http2: Vec::new(),
+            stats_flush: None,
         }
+    }
+
+    /// The upstreams of cluster `name` speak HTTP/2 (cleartext).
+    pub fn http2(mut self, name: &str) -> EnvoyConfig {
+        self.http2.push(name.to_string());
+        self
+    }
+
+    /// Merges histograms for the admin endpoints this often.
+    pub fn stats_flush(mut self, every: Duration) -> EnvoyConfig {
+        self.stats_flush = Some(every);
+        self
     }
 
     /// Sets (or, with `None`, leaves out) the runtime value
@@ -323,9 +342,13 @@ resources:
                 )
             })
             .unwrap_or_default();
+        let flush = self
+            .stats_flush
+            .map(|every| format!("stats_flush_interval: {}s\n", every.as_secs_f64()))
+            .unwrap_or_default();
         let mut yaml = format!(
             r#"node: {{ id: e2e, cluster: e2e }}
-{runtime}admin:
+{runtime}{flush}{STATS_TAGS}admin:
   address:
     socket_address: {{ address: 127.0.0.1, port_value: 0 }}
 static_resources:
@@ -355,10 +378,15 @@ static_resources:
 "#
         );
         for (name, addr, max) in &self.clusters {
+            let protocol = if self.http2.contains(name) {
+                "\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: { http2_protocol_options: {} }"
+            } else {
+                ""
+            };
             yaml.push_str(&format!(
                 r#"  - name: {name}
     type: STATIC
-    connect_timeout: 1s
+    connect_timeout: 1s{protocol}
     {limit}
     circuit_breakers:
       thresholds:
@@ -385,6 +413,18 @@ static_resources:
         self.yaml_in(Path::new("/nonexistent"))
     }
 }
+
+/// The shipped configurations' `stats_tags`: the target, lane and gRPC status become
+/// labels on `/stats/prometheus`.
+const STATS_TAGS: &str = r#"stats_config:
+  stats_tags:
+  - tag_name: target
+    regex: '^wasmcustom\.traffic_mirror\.(([a-z0-9_-]+)\.)'
+  - tag_name: lane
+    regex: '^wasmcustom\.traffic_lanes\.(([a-z0-9_-]+)\.)'
+  - tag_name: grpc_status
+    regex: '^wasmcustom\.traffic_mirror\.[a-z0-9_-]+\.grpc_status(\.([0-9]+))$'
+"#;
 
 /// The ECDS resource file's name in its watched directory.
 const ECDS_FILE: &str = "plugin.yaml";
@@ -609,6 +649,11 @@ impl Envoy {
     /// Envoy's log (everything it printed) of the current run, so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.file("envoy.log")).unwrap_or_default()
+    }
+
+    /// The admin `/stats/prometheus` page.
+    pub fn prometheus(&self) -> String {
+        client::get_ok(self.admin, "/stats/prometheus")
     }
 
     /// Every counter and gauge on the admin `/stats` (histograms left out).

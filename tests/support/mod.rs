@@ -4,6 +4,7 @@
 //! - [`upstream`]: the recording HTTP/1.1 server (also `examples/upstream.rs`).
 //! - [`client`]: an HTTP/1.1 client with keep-alive and chunked uploads.
 //! - [`envoy`]: Envoy from a configuration template; stats; `--mode validate`.
+//! - [`python`]: HTTP/2 and gRPC peers (grpcio, h2) from `tests/support/http2.py`.
 //!
 //! Every wait is a poll with a deadline ([`wait_until`], [`wait_for`]); nothing sleeps
 //! a fixed time hoping that something happened.
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod command;
 pub mod envoy;
+pub mod python;
 pub mod upstream;
 
 use std::time::{Duration, Instant};
