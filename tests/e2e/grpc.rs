@@ -3,7 +3,9 @@
 //! and decided exactly as over HTTP/1.1; gRPC unary and client-streaming calls reach a
 //! gRPC mirror whole, with their metadata; a gRPC mirror failing every call shows in the
 //! per-code counter (its answers trailers-only, proven on the wire) while the client's
-//! calls are unaffected; and every copy's latency lands in the right histogram bucket.
+//! calls are unaffected, as do Envoy's own answers to gRPC copies (grpc-status 14 for a
+//! refused connection and a timeout); and every copy's latency lands in the right
+//! histogram bucket.
 //! The peers are real: grpcio and h2 (tests/support/http2.py).
 
 use std::collections::BTreeSet;
@@ -132,8 +134,17 @@ fn grpc_calls_reach_a_grpc_mirror_whole_and_a_failing_mirror_shows_in_its_status
         {"name": "cart", "cluster": "staging", "percent": 100,
          "sample_by": {"header": "x-user-id"}, "match": {"path_prefix": "/shop.Cart/"}},
         {"name": "checkout", "cluster": "failing", "percent": 100,
-         "sample_by": {"header": "x-user-id"}, "match": {"path_exact": "/shop.Cart/Checkout"}}
+         "sample_by": {"header": "x-user-id"}, "match": {"path_exact": "/shop.Cart/Checkout"}},
+        {"name": "gone", "cluster": "gone", "percent": 100, "match": {"path_prefix": "/shop.Other/"}},
+        {"name": "late", "cluster": "late", "percent": 100, "timeout_ms": 300,
+         "match": {"path_prefix": "/shop.Other/"}}
     ]});
+    let late = GrpcServer::start_with("late", 0, Duration::from_secs(2));
+    // A mirror that is not there: its port refuses connections.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let envoy = Envoy::start(
         EnvoyConfig::new(&plugin.to_string(), primary.addr(), staging.addr())
             .http2("primary")
@@ -141,7 +152,11 @@ fn grpc_calls_reach_a_grpc_mirror_whole_and_a_failing_mirror_shows_in_its_status
             .cluster("staging", staging.addr())
             .http2("staging")
             .cluster("failing", failing.addr())
-            .http2("failing"),
+            .http2("failing")
+            .cluster("gone", gone)
+            .http2("gone")
+            .cluster("late", late.addr())
+            .http2("late"),
     );
     let calls = vec![
         call("/shop.Cart/Checkout", "u1", vec![b"order-1".to_vec()]),
@@ -233,6 +248,25 @@ fn grpc_calls_reach_a_grpc_mirror_whole_and_a_failing_mirror_shows_in_its_status
     };
     assert_eq!(grpc("cart"), [("0".to_string(), 5)]);
     assert_eq!(grpc("checkout"), [("14".to_string(), 3)]);
+    // Envoy's own answers to a gRPC copy are gRPC too: HTTP 200 with grpc-status 14
+    // (UNAVAILABLE) for a refused connection and past timeout_ms, where an HTTP copy
+    // gets a 503 or a 504. The mirror cluster's stats say which.
+    for (target, cluster_stat) in [
+        ("gone", "upstream_cx_connect_fail"),
+        ("late", "upstream_rq_timeout"),
+    ] {
+        let stats = assert_accounted(&envoy, target);
+        assert_eq!(
+            (stats["responses_2xx"], stats["responses_5xx"]),
+            (1, 0),
+            "{target}: {stats:?}"
+        );
+        assert_eq!(grpc(target), [("14".to_string(), 1)], "{target}");
+        assert!(
+            envoy.stat(&format!("cluster.{target}.{cluster_stat}")) >= 1,
+            "{target}"
+        );
+    }
     let prometheus = envoy.prometheus();
     for line in [
         r#"traffic_mirror_grpc_status{target="cart",grpc_status="0"} 5"#,

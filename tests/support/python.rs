@@ -116,9 +116,15 @@ pub struct GrpcServer {
 impl GrpcServer {
     /// `code` 0 answers every call; another fails every call with that status.
     pub fn start(name: &str, code: u32) -> GrpcServer {
+        Self::start_with(name, code, Duration::ZERO)
+    }
+
+    /// As [`GrpcServer::start`], each call answered `delay` after it arrived whole.
+    pub fn start_with(name: &str, code: u32, delay: Duration) -> GrpcServer {
         let mut child = Command::new(python())
             .arg(script())
             .args(["grpc-server", "--name", name, "--code", &code.to_string()])
+            .args(["--delay-ms", &delay.as_millis().to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
