@@ -42,7 +42,7 @@ cargo build --quiet --release --target wasm32-wasip1 --manifest-path tests/trap-
 
 step "the traffic-mirror command: check over every shipped config, and its tests (no Envoy)"
 cargo build --quiet --release --bin traffic-mirror
-target/release/traffic-mirror check envoy/envoy.yaml envoy/sidecar.yaml envoy/lanes.yaml \
+target/release/traffic-mirror check envoy/envoy.yaml envoy/sidecar.yaml envoy/lanes.yaml envoy/grpc.yaml \
   envoy/compose/envoy.yaml envoy/istio/*.yaml
 cargo test --test cli
 
@@ -50,6 +50,7 @@ step "shipped Envoy config passes envoy --mode validate"
 "$ENVOY_BIN" --mode validate -c envoy/envoy.yaml -l error
 "$ENVOY_BIN" --mode validate -c envoy/sidecar.yaml -l error
 "$ENVOY_BIN" --mode validate -c envoy/lanes.yaml -l error
+"$ENVOY_BIN" --mode validate -c envoy/grpc.yaml -l error
 
 step "deployment manifests: every Envoy config (compose paths mapped), Istio WasmPlugins (CRD schema + CEL, pluginConfig in the module), docker-compose (compose-spec)"
 .venv/bin/python tests/deploy/check_manifests.py

@@ -34,6 +34,7 @@ fn shipped() -> Vec<String> {
         "envoy/envoy.yaml".to_string(),
         "envoy/sidecar.yaml".to_string(),
         "envoy/lanes.yaml".to_string(),
+        "envoy/grpc.yaml".to_string(),
         "envoy/compose/envoy.yaml".to_string(),
     ];
     // The WasmPlugin manifests (proxy-runtime/ holds the proxies' runtime value, no

@@ -68,7 +68,7 @@ ISTIO_FAILURE_POLICY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN", "
 # How many workers each shipped Envoy config is run with, which its mirror clusters'
 # circuit breakers must be sized for (the compose one is checked against its command).
 WORKERS = {"envoy/envoy.yaml": 2, "envoy/sidecar.yaml": 2, "envoy/compose/envoy.yaml": 2,
-           "envoy/lanes.yaml": 2}
+           "envoy/lanes.yaml": 2, "envoy/grpc.yaml": 2}
 # Envoy's default circuit breaker thresholds.
 ENVOY_DEFAULT_THRESHOLD = 1024
 DEFAULT_MAX_IN_FLIGHT = 1000
@@ -126,7 +126,7 @@ def envoy_config_policy_errors(cfg, workers):
                 errors.append(f"{where}: layered_runtime sets {ANSWER_BUFFER_KEY} to {have!r}, not the plugin's max_answer_bytes ({want})")
     errors += circuit_breaker_errors(cfg, in_flight)
     tags = cfg.get("stats_config", {}).get("stats_tags", [])
-    for tag in (L.TARGET_TAG, L.LANE_TAG):
+    for tag in (L.TARGET_TAG, L.LANE_TAG, L.GRPC_STATUS_TAG):
         if tag not in tags:
             errors.append(f"stats_config.stats_tags lacks {tag}")
     return errors
@@ -172,7 +172,8 @@ def check_envoy_configs():
     L.require_module()
     paths = shipped_envoy_configs()
     names = [os.path.relpath(p, L.REPO) for p in paths]
-    for must in ("envoy/envoy.yaml", "envoy/sidecar.yaml", "envoy/compose/envoy.yaml", "envoy/lanes.yaml"):
+    for must in ("envoy/envoy.yaml", "envoy/sidecar.yaml", "envoy/compose/envoy.yaml", "envoy/lanes.yaml",
+                 "envoy/grpc.yaml"):
         if must not in names:
             fail(f"{must} is missing (found {names})")
     compose = L.load_yaml(COMPOSE_PATH)

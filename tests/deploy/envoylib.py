@@ -25,6 +25,8 @@ WASM_FILTER = "envoy.filters.http.wasm"
 # The stats_tags entry every shipped Envoy config carries (see envoy/envoy.yaml).
 TARGET_TAG = {"tag_name": "target", "regex": r"^wasmcustom\.traffic_mirror\.(([a-z0-9_-]+)\.)"}
 LANE_TAG = {"tag_name": "lane", "regex": r"^wasmcustom\.traffic_lanes\.(([a-z0-9_-]+)\.)"}
+GRPC_STATUS_TAG = {"tag_name": "grpc_status",
+                   "regex": r"^wasmcustom\.traffic_mirror\.[a-z0-9_-]+\.grpc_status(\.([0-9]+))$"}
 
 
 class CheckFailed(Exception):

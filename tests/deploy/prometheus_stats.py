@@ -15,6 +15,13 @@ The lanes config (envoy/lanes.yaml) runs with an upstream for each of its cluste
 request reaches the version of its lane, carrying the lane, and
 traffic_lanes_assigned{lane="..."} equals what each version received.
 
+The gRPC config (envoy/grpc.yaml) runs with real gRPC servers (grpcio, through
+tests/support/http2.py) on both HTTP/2 clusters, the mirror failing every call with
+UNAVAILABLE: every call reaches the primary and succeeds, each copy reaches the mirror,
+and traffic_mirror_grpc_status{target="staging",grpc_status="14"} counts them. Every run
+also waits for the copy latency histogram, traffic_mirror_latency_ms{target="..."}, to
+count every copy (Envoy merges histograms every stats_flush_interval, shortened here).
+
 And that the check can fail: the same config without its stats_config yields only the
 untagged series traffic_mirror_<target>_<name>, which the check refuses.
 
@@ -22,8 +29,10 @@ Run with the project's venv: .venv/bin/python tests/deploy/prometheus_stats.py
 """
 
 import copy
+import json
 import os
 import re
+import subprocess
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the work tree
@@ -32,6 +41,10 @@ from envoylib import fail
 
 MAX_REQUESTS = 300
 LANE_REQUESTS = 200
+GRPC_CALLS = 60
+HTTP2_PEERS = os.path.join(L.REPO, "tests", "support", "http2.py")
+# Histograms reach the admin endpoints when Envoy merges them: every 5 s by default.
+STATS_FLUSH = "0.2s"
 SERIES = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 
@@ -106,6 +119,7 @@ def exercise(name, cfg, primary_cluster, *, expect_tags=True):
     upstreams = {primary_cluster: L.Upstream("primary"), target["cluster"]: L.Upstream("mirror")}
     with upstreams[primary_cluster] as primary, upstreams[target["cluster"]] as mirror:
         run_cfg = L.loopback_copy(cfg, {primary_cluster: primary.port, target["cluster"]: mirror.port})
+        run_cfg["stats_flush_interval"] = STATS_FLUSH
         with L.Envoy(run_cfg) as envoy:
             try:
                 port = int(envoy.listener.rsplit(":", 1)[1])
@@ -131,7 +145,7 @@ def exercise(name, cfg, primary_cluster, *, expect_tags=True):
                     s = dict(line.split(": ", 1) for line in envoy.stats(f"?filter=^{re.escape(stat)}").splitlines() if ": " in line)
                     last.clear()
                     last.update(s)
-                    n = {k[len(stat):]: int(v) for k, v in s.items()}
+                    n = {k[len(stat):]: int(v) for k, v in s.items() if v.isdigit()}
                     done = (n.get("requests") == sent and n.get("in_flight") == 0
                             and n.get("sampled") == n.get("dispatched") == n.get("responses_2xx") == len(mirror.records))
                     return s if done else None
@@ -159,6 +173,7 @@ def exercise(name, cfg, primary_cluster, *, expect_tags=True):
                         errors.append(f"series values {got}, expected {want} (from what the upstreams saw)")
                     if text_stats.get(stat + "dispatched") != str(len(mirror.records)):
                         errors.append(f"/stats has {stat}dispatched = {text_stats.get(stat + 'dispatched')}")
+                    errors += latency_errors(envoy, target["name"], len(mirror.records))
                     if errors:
                         fail(f"{name}: /stats/prometheus: " + "; ".join(errors))
                 series = "traffic_mirror_dispatched{target=\"%s\"}" % target["name"] if expect_tags \
@@ -169,6 +184,110 @@ def exercise(name, cfg, primary_cluster, *, expect_tags=True):
                 log = envoy.log().splitlines()
                 raise L.CheckFailed(f"{exc}\n--- Envoy's log (last 60 lines of {len(log)}) ---\n"
                                     + "\n".join(log[-60:])) from None
+
+
+def latency_errors(envoy, target, copies):
+    """The copy latency histogram must count every copy, once Envoy has merged it."""
+    key = f'traffic_mirror_latency_ms_count{{target="{target}"}}'
+    try:
+        L.poll(f"{key} to reach {copies}",
+               lambda: parse_prometheus(envoy.stats("/prometheus"))[0].get(key) == copies, timeout=5)
+    except L.CheckFailed as exc:
+        return [str(exc)]
+    series, types = parse_prometheus(envoy.stats("/prometheus"))
+    errors = []
+    if types.get("traffic_mirror_latency_ms") != "histogram":
+        errors.append(f"traffic_mirror_latency_ms is typed {types.get('traffic_mirror_latency_ms')}, not histogram")
+    if series.get(f'traffic_mirror_latency_ms_bucket{{target="{target}",le="+Inf"}}') != copies:
+        errors.append(f"traffic_mirror_latency_ms_bucket{{target=\"{target}\",le=\"+Inf\"}} is not {copies}")
+    return errors
+
+
+class GrpcServer:
+    """A gRPC server from tests/support/http2.py: every call recorded, answered, or failed
+    with `code`."""
+
+    def __init__(self, name, code=0):
+        self.name, self.code, self.calls = name, code, []
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, HTTP2_PEERS, "grpc-server", "--name", self.name, "--code", str(self.code)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.port = json.loads(self.proc.stdout.readline())["listening"]
+        return self
+
+    def read_calls(self):
+        """The calls recorded so far (the server is stopped first)."""
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+        self.calls = [json.loads(line) for line in self.proc.stdout if line.strip()]
+        return self.calls
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def grpc_calls(listener, calls):
+    out = subprocess.run([sys.executable, HTTP2_PEERS, "grpc-call", listener], input=json.dumps(calls),
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        fail(f"grpc-call failed: {out.stderr}")
+    return json.loads(out.stdout)
+
+
+def check_grpc():
+    """envoy/grpc.yaml with real gRPC servers, the mirror failing every call."""
+    L.require_module()
+    name = "envoy/grpc.yaml"
+    cfg = L.load_yaml(os.path.join(L.REPO, "envoy", "grpc.yaml"))
+    (_, hf), = L.wasm_filters(cfg)
+    target = L.plugin_config_json(hf)["targets"][0]
+    method = target["match"]["path_prefix"] + "Checkout"
+    with GrpcServer("cart") as primary, GrpcServer("staging", code=14) as mirror:
+        run_cfg = L.loopback_copy(cfg, {"cart": primary.port, target["cluster"]: mirror.port})
+        run_cfg["stats_flush_interval"] = STATS_FLUSH
+        with L.Envoy(run_cfg) as envoy:
+            host_port = envoy.listener.split("//", 1)[-1]
+            calls = [{"method": method, "kind": "unary", "messages": [f"order-{i}".encode().hex()],
+                      "metadata": [["x-user-id", f"user-{i}"]]} for i in range(GRPC_CALLS)]
+            results = grpc_calls(host_port, calls)
+            failed = [r for r in results if r["code"] != 0]
+            if failed:
+                fail(f"{name}: {len(failed)} of {GRPC_CALLS} calls to the primary failed: {failed[:2]}")
+            stat = f"wasmcustom.traffic_mirror.{target['name']}."
+
+            def settled():
+                # Counters and gauges; the latency histogram's line holds percentiles.
+                n = {k[len(stat):]: int(v) for k, v in (line.split(": ", 1) for line in
+                     envoy.stats(f"?filter=^{re.escape(stat)}").splitlines() if ": " in line)
+                     if v.isdigit()}
+                ok = n.get("requests") == GRPC_CALLS and n.get("in_flight") == 0 \
+                    and n.get("sampled") == n.get("dispatched") == n.get("responses_2xx") == n.get("grpc_status.14")
+                return n if ok else None
+
+            counts = L.poll("the copies' answers to be counted", settled, timeout=10)
+            copies = counts["dispatched"]
+            errors = latency_errors(envoy, target["name"], copies)
+            series, types = parse_prometheus(envoy.stats("/prometheus"))
+        received = mirror.read_calls()
+        primary_calls = primary.read_calls()
+    key = f'traffic_mirror_grpc_status{{target="{target["name"]}",grpc_status="14"}}'
+    if not copies or copies == GRPC_CALLS:
+        errors.append(f"{copies} of {GRPC_CALLS} users copied at {target['percent']} %")
+    if series.get(key) != copies:
+        errors.append(f"{key} is {series.get(key)}, not the {copies} copies")
+    if types.get("traffic_mirror_grpc_status") != "counter":
+        errors.append("traffic_mirror_grpc_status is not typed counter")
+    if len(received) != copies or any(c["method"] != method for c in received):
+        errors.append(f"the mirror received {len(received)} calls, not the {copies} copies of {method}")
+    if len(primary_calls) != GRPC_CALLS:
+        errors.append(f"the primary received {len(primary_calls)} of {GRPC_CALLS} calls")
+    if errors:
+        fail(f"{name}: " + "; ".join(errors))
+    print(f"     {name}: {GRPC_CALLS} gRPC calls, {copies} copied to a mirror failing them; {key} {copies}")
 
 
 def check_lanes():
@@ -247,6 +366,8 @@ def main():
          "(series traffic_mirror_<target>_<name>)", check_can_fail),
         ("the lanes config in a real Envoy: each user at its lane's version, "
          "traffic_lanes_assigned{lane=...} on /stats/prometheus", check_lanes),
+        ("the gRPC config in a real Envoy with gRPC servers: a failing mirror in "
+         "traffic_mirror_grpc_status{target=...,grpc_status=...}", check_grpc),
     ])
 
 
