@@ -299,6 +299,73 @@ fn explain_says_why_for_each_target_and_shows_the_copy() {
 }
 
 #[test]
+fn explain_tells_a_grpc_call_by_its_content_type() {
+    // A user the shipped gRPC config mirrors (10 %, salt "staging").
+    let user = (0..)
+        .map(|i| format!("u-{i}"))
+        .find(|u| {
+            traffic_mirror::sampling::bucket(b"staging", u.as_bytes())
+                < traffic_mirror::sampling::threshold(10.0)
+        })
+        .unwrap();
+    let header = format!("x-user-id: {user}");
+    let args = [
+        "explain",
+        "envoy/grpc.yaml",
+        "--method",
+        "POST",
+        "--path",
+        "/shop.Cart/Checkout",
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        &header,
+    ];
+    let out = run(&args, b"");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "request: POST /shop.Cart/Checkout (:authority example.com)"
+    );
+    assert!(lines[1].starts_with("a gRPC call: "), "{stdout}");
+    assert!(lines[1].contains("grpc_status.<code>"), "{stdout}");
+    assert!(
+        lines[2].starts_with("target staging: mirrored: "),
+        "{stdout}"
+    );
+    for copied in [
+        "    content-type: application/grpc",
+        "    x-traffic-mirror: staging",
+    ] {
+        assert!(lines.contains(&copied), "{copied} in {stdout}");
+    }
+    // Another service of the same proxy: the match says no; not gRPC: no gRPC line.
+    let other = run(
+        &[
+            "explain",
+            "envoy/grpc.yaml",
+            "--method",
+            "POST",
+            "--path",
+            "/shop.Orders/List",
+            "-H",
+            &header,
+        ],
+        b"",
+    );
+    let stdout = text(&other.stdout);
+    assert!(!stdout.contains("gRPC"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "target staging: not mirrored (no_match): match.path_prefix: the path does not start with /shop.Cart/"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn sample_prints_the_mirrored_keys_and_the_lanes() {
     let plugin = r#"{"lanes": {"header": "x-lane", "sample_by": {"header": "x-user-id"}, "salt": "checkout-2026-11",
         "split": [{"lane": "canary", "percent": 5}, {"lane": "beta", "percent": 10}]},

@@ -1,6 +1,7 @@
 //! `traffic-mirror explain FILE [...]`: what the filter would do with one request.
 
 use serde_json::json;
+use traffic_mirror::capture::is_grpc_content_type;
 use traffic_mirror::config::{self, Plan};
 use traffic_mirror::explain::{explain, Explanation};
 use traffic_mirror::request::HeaderList;
@@ -94,12 +95,15 @@ pub fn run(args: &[String]) -> u8 {
     ] {
         request.headers.push((name.to_string(), value.to_vec()));
     }
+    let grpc = headers
+        .iter()
+        .any(|(name, value)| name == "content-type" && is_grpc_content_type(value));
     request.headers.extend(headers);
     let explanation = explain(&plan, &mut request);
     if as_json {
         println!("{}", to_json(&explanation));
     } else {
-        print_text(&plan, &method, &path, &authority, &explanation);
+        print_text(&plan, &method, &path, &authority, grpc, &explanation);
     }
     0
 }
@@ -121,8 +125,20 @@ fn to_json(explanation: &Explanation) -> serde_json::Value {
     json!({"lane": explanation.lane, "targets": targets})
 }
 
-fn print_text(plan: &Plan, method: &str, path: &str, authority: &str, explanation: &Explanation) {
+fn print_text(
+    plan: &Plan,
+    method: &str,
+    path: &str,
+    authority: &str,
+    grpc: bool,
+    explanation: &Explanation,
+) {
     println!("request: {method} {path} (:authority {authority})");
+    if grpc {
+        println!(
+            "a gRPC call: a copy is sent once the client has sent its last message, to a mirror cluster that speaks HTTP/2, and its answer is counted by grpc-status too (grpc_status.<code>)"
+        );
+    }
     if let Some(lanes) = &plan.lanes {
         match &explanation.lane {
             Some(lane) => println!(
