@@ -58,6 +58,7 @@ fn http2_requests_are_copied_byte_for_byte_and_decided_as_over_http1() {
                 ("cookie".into(), format!("uid={}; lang=en", users[i])),
             ],
             chunks: body(i).chunks(10_000).map(<[u8]>::to_vec).collect(),
+            cancel: false,
         })
         .collect();
     for (i, response) in h2_requests(envoy.listener(), &requests).iter().enumerate() {
@@ -74,7 +75,42 @@ fn http2_requests_are_copied_byte_for_byte_and_decided_as_over_http1() {
         })
         .collect();
     send_all(envoy.listener(), &h1, 2, 2);
-    assert_accounted(&envoy, "by-header");
+    // A stream the client resets before its end (a cancelled call): never copied.
+    let before = envoy.mirror_stats("by-header");
+    let cancelled = h2_requests(
+        envoy.listener(),
+        &[H2Request {
+            headers: vec![
+                (":method".into(), "POST".into()),
+                (":scheme".into(), "http".into()),
+                (":path".into(), "/h2/cancelled".into()),
+                (":authority".into(), "shop.example".into()),
+                // A user the by-header target samples (by-cookie finds no cookie).
+                ("x-user-id".into(), "user-always".into()),
+            ],
+            chunks: vec![pattern(5000, 99)],
+            cancel: true,
+        }],
+    );
+    assert_eq!(cancelled[0].frames, ["RST_STREAM sent"]);
+    wait_for(
+        SETTLE,
+        "the cancelled stream to end in Envoy",
+        || match envoy.stat("http.ingress.downstream_rq_active") {
+            0 => Ok(()),
+            n => Err(format!("{n} active")),
+        },
+    );
+    let after = assert_accounted(&envoy, "by-header");
+    assert_eq!(
+        (
+            after["sampled"] - before["sampled"],
+            after["skipped_incomplete"] - before["skipped_incomplete"],
+            after["dispatched"] - before["dispatched"]
+        ),
+        (1, 1, 0),
+        "{after:?}"
+    );
     assert_accounted(&envoy, "by-cookie");
     assert_eq!(primary.count(), 2 * USERS);
 
@@ -221,6 +257,7 @@ fn grpc_calls_reach_a_grpc_mirror_whole_and_a_failing_mirror_shows_in_its_status
                     ("te".into(), "trailers".into()),
                 ],
                 chunks: vec![body],
+                cancel: false,
             }],
         )
         .remove(0)

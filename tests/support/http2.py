@@ -18,11 +18,13 @@ JSON on standard input and output.
       [{"code", "details", "reply": hex|null}].
 
   http2.py h2 HOST:PORT
-      Reads [{"headers": [[name, value]...], "data": [hex...]}] and sends each request
-      on one cleartext HTTP/2 connection (prior knowledge), one after the other: its
-      headers as given (repeated names kept, in order), then each data chunk as DATA
-      frames of its own (split at the peer's frame size). Prints [{"headers",
-      "data": hex, "trailers", "frames": ["HEADERS", "DATA", ..., "END_STREAM"]}].
+      Reads [{"headers": [[name, value]...], "data": [hex...], "cancel": bool}] and
+      sends each request on one cleartext HTTP/2 connection (prior knowledge), one after
+      the other: its headers as given (repeated names kept, in order), then each data
+      chunk as DATA frames of its own (split at the peer's frame size). Prints
+      [{"headers", "data": hex, "trailers", "frames": ["HEADERS", "DATA", ...,
+      "END_STREAM"]}]. With "cancel", the stream is never ended: after its data the
+      client resets it (RST_STREAM, CANCEL) and waits for no answer.
 """
 
 import json
@@ -161,8 +163,9 @@ def h2_requests(target, requests):
         conn.send_headers(stream_id, headers, end_stream=not chunks)
         sock.sendall(conn.data_to_send())
         result = {"headers": [], "data": "", "trailers": [], "frames": [], "ended": False}
+        cancel = request.get("cancel", False)
         for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1
+            last = i == len(chunks) - 1 and not cancel
             while True:
                 room = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
                 if chunk and room <= 0:
@@ -173,6 +176,11 @@ def h2_requests(target, requests):
                 sock.sendall(conn.data_to_send())
                 if not chunk:
                     break
+        if cancel:
+            conn.reset_stream(stream_id, error_code=8)
+            sock.sendall(conn.data_to_send())
+            result["frames"].append("RST_STREAM sent")
+            result["ended"] = True
         while not result["ended"]:
             pump(stream_id, result)
         del result["ended"]

@@ -241,11 +241,13 @@ pub fn grpc_calls(addr: SocketAddr, calls: &[GrpcRequest]) -> Vec<GrpcOutcome> {
 }
 
 /// An HTTP/2 request for [`h2_requests`]: its header fields as given (repeated names
-/// kept), and its body as DATA frames of its own per chunk.
+/// kept), and its body as DATA frames of its own per chunk; `cancel`: the stream is
+/// never ended, the client resets it after its data.
 #[derive(Debug, Clone)]
 pub struct H2Request {
     pub headers: Vec<(String, String)>,
     pub chunks: Vec<Vec<u8>>,
+    pub cancel: bool,
 }
 
 /// An HTTP/2 answer: its header fields, body, trailers, and the frames it came in
@@ -276,6 +278,7 @@ pub fn h2_requests(addr: SocketAddr, requests: &[H2Request]) -> Vec<H2Response> 
             json!({
                 "headers": r.headers.iter().map(|(k, v)| [k, v]).collect::<Vec<_>>(),
                 "data": r.chunks.iter().map(|c| hex(c)).collect::<Vec<_>>(),
+                "cancel": r.cancel,
             })
         })
         .collect();
