@@ -6,7 +6,7 @@
 #                            # Envoy in .venv (no root, no apt)
 #   scripts/setup.sh test    # demo, plus everything scripts/test.sh runs: rustfmt, clippy,
 #                            # wasm32-unknown-unknown, wasm-bindgen-cli, nightly + cargo-fuzz,
-#                            # the older Envoys in .venvs/, jsonschema and PyYAML in .venv,
+#                            # the older Envoys in .venvs/, jsonschema, PyYAML, grpcio and h2 in .venv,
 #                            # and, with apt-get as root, nodejs, skopeo, docker-registry
 #   scripts/setup.sh bench   # demo, plus wrk and valgrind (apt-get, as root)
 set -euo pipefail
