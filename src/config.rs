@@ -11,6 +11,7 @@ use std::fmt;
 use crate::lanes::{LaneOnMissingKey, Lanes, MAX_SPLIT};
 use crate::matching::{HeaderCondition, HostPattern, Match};
 use crate::sampling::{threshold, SampleKey, BUCKETS};
+use crate::suggest::closest;
 
 /// Most targets one plugin instance may hold.
 pub const MAX_TARGETS: usize = 16;
@@ -151,7 +152,7 @@ pub fn parse(bytes: &[u8]) -> Result<Plan> {
         Ok(value) => value,
         Err(e) => return error("$", format!("invalid JSON: {e}")),
     };
-    let mut top = Fields::new(&root, "$", "")?;
+    let mut top = Fields::new(&root, "$", "", TOP_FIELDS)?;
     let loop_header = match top.optional("loop_header") {
         None => DEFAULT_LOOP_HEADER.to_string(),
         Some((path, value)) => {
@@ -232,7 +233,6 @@ pub fn parse(bytes: &[u8]) -> Result<Plan> {
         }
         targets.push(target);
     }
-    top.finish()?;
     Ok(Plan {
         targets,
         loop_header,
@@ -245,7 +245,7 @@ pub fn parse(bytes: &[u8]) -> Result<Plan> {
 }
 
 fn parse_lanes(path: &str, value: &Value, loop_header: &str) -> Result<Lanes> {
-    let mut fields = Fields::new(value, path, &format!("{path}."))?;
+    let mut fields = Fields::new(value, path, &format!("{path}."), LANES_FIELDS)?;
 
     let (p, v) = fields.required("header")?;
     let header = header_name(&p, v)?;
@@ -292,7 +292,7 @@ fn parse_lanes(path: &str, value: &Value, loop_header: &str) -> Result<Lanes> {
     let mut total = 0.0f64;
     for (i, item) in split.iter().enumerate() {
         let ip = format!("{p}[{i}]");
-        let mut lane = Fields::new(item, &ip, &format!("{ip}."))?;
+        let mut lane = Fields::new(item, &ip, &format!("{ip}."), SPLIT_FIELDS)?;
         let (np, nv) = lane.required("lane")?;
         let name = lane_name(&np, nv)?;
         if names.contains(&name) {
@@ -303,7 +303,6 @@ fn parse_lanes(path: &str, value: &Value, loop_header: &str) -> Result<Lanes> {
         if !(0.0..=100.0).contains(&percent) {
             return error(&pp, format!("must be between 0 and 100, got {}", show(pv)));
         }
-        lane.finish()?;
         total += percent;
         let end = threshold(total);
         if (total * 10_000.0 + 0.5).floor() > BUCKETS as f64 {
@@ -356,7 +355,6 @@ fn parse_lanes(path: &str, value: &Value, loop_header: &str) -> Result<Lanes> {
         Some((_, Value::Bool(keep))) => *keep,
         Some((p, other)) => return error(&p, format!("expected a boolean, got {}", kind(other))),
     };
-    fields.finish()?;
     Ok(Lanes {
         header,
         sample_by,
@@ -385,7 +383,7 @@ fn lane_name(path: &str, value: &Value) -> Result<String> {
 }
 
 fn parse_target(path: &str, value: &Value) -> Result<Target> {
-    let mut fields = Fields::new(value, path, &format!("{path}."))?;
+    let mut fields = Fields::new(value, path, &format!("{path}."), TARGET_FIELDS)?;
 
     let (p, v) = fields.required("name")?;
     let name = string(&p, v)?;
@@ -498,7 +496,6 @@ fn parse_target(path: &str, value: &Value) -> Result<Target> {
         None => DEFAULT_MAX_IN_FLIGHT,
         Some((p, v)) => integer_in(&p, v, 1, 100_000)?,
     };
-    fields.finish()?;
 
     Ok(Target {
         name,
@@ -542,15 +539,24 @@ fn parse_sample_key(path: &str, value: &Value) -> Result<SampleKey> {
             Value::Bool(true) => Ok(SampleKey::Random),
             other => error(&p, format!("must be true, got {}", show(other))),
         },
-        _ => error(
-            &p,
-            "unknown field (expected one of: header, cookie, query, random)",
-        ),
+        _ => {
+            let hint = match closest(kind, SAMPLE_BY_FIELDS) {
+                Some(meant) => format!(", did you mean \"{meant}\"?"),
+                None => String::new(),
+            };
+            error(
+                &p,
+                format!(
+                    "unknown field{hint} (expected one of: {})",
+                    SAMPLE_BY_FIELDS.join(", ")
+                ),
+            )
+        }
     }
 }
 
 fn parse_match(path: &str, value: &Value) -> Result<Match> {
-    let mut fields = Fields::new(value, path, &format!("{path}."))?;
+    let mut fields = Fields::new(value, path, &format!("{path}."), MATCH_FIELDS)?;
     let mut matcher = Match::default();
     if let Some((p, v)) = fields.optional("path_prefix") {
         matcher.path_prefix = Some(path_string(&p, v)?);
@@ -612,7 +618,6 @@ fn parse_match(path: &str, value: &Value) -> Result<Match> {
             matcher.exclude_path_prefixes.push(prefix);
         }
     }
-    fields.finish()?;
     Ok(matcher)
 }
 
@@ -653,7 +658,7 @@ fn host_pattern(path: &str, value: &Value) -> Result<HostPattern> {
 }
 
 fn parse_header_ops(path: &str, value: &Value) -> Result<HeaderOps> {
-    let mut fields = Fields::new(value, path, &format!("{path}."))?;
+    let mut fields = Fields::new(value, path, &format!("{path}."), HEADER_OPS_FIELDS)?;
     let mut ops = HeaderOps::default();
     // Every name, with the path where it was given, to refuse one named twice.
     let mut seen: Vec<(String, String)> = Vec::new();
@@ -697,28 +702,41 @@ fn parse_header_ops(path: &str, value: &Value) -> Result<HeaderOps> {
             ops.redact.push(name);
         }
     }
-    fields.finish()?;
     Ok(ops)
 }
 
-/// The fields of one JSON object, taken one by one; whatever is left is unknown.
+/// The fields of one JSON object, taken one by one. Its fields are checked against the
+/// known ones as soon as it is read, so that a misspelt field is named (with the known
+/// name closest to it) before anything else about the object, a missing one included.
 struct Fields<'a> {
     map: &'a Map<String, Value>,
-    taken: Vec<&'static str>,
     prefix: String,
 }
 
 impl<'a> Fields<'a> {
-    fn new(value: &'a Value, path: &str, prefix: &str) -> Result<Self> {
+    fn new(value: &'a Value, path: &str, prefix: &str, known: &[&str]) -> Result<Self> {
+        let map = object(path, value)?;
+        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            let path = format!("{prefix}{}", unknown.escape_debug());
+            let hint = match closest(unknown, known) {
+                Some(meant) => format!(", did you mean \"{meant}\"?"),
+                None => String::new(),
+            };
+            return error(
+                &path,
+                format!(
+                    "unknown field{hint} (expected one of: {})",
+                    known.join(", ")
+                ),
+            );
+        }
         Ok(Fields {
-            map: object(path, value)?,
-            taken: Vec::new(),
+            map,
             prefix: prefix.to_string(),
         })
     }
 
     fn optional(&mut self, key: &'static str) -> Option<(String, &'a Value)> {
-        self.taken.push(key);
         self.map
             .get(key)
             .map(|value| (format!("{}{key}", self.prefix), value))
@@ -733,20 +751,57 @@ impl<'a> Fields<'a> {
             ),
         }
     }
-
-    fn finish(self) -> Result<()> {
-        match self.map.keys().find(|k| !self.taken.contains(&k.as_str())) {
-            None => Ok(()),
-            Some(unknown) => {
-                let path = format!("{}{}", self.prefix, unknown.escape_debug());
-                error(
-                    &path,
-                    format!("unknown field (expected one of: {})", self.taken.join(", ")),
-                )
-            }
-        }
-    }
 }
+
+/// The fields of each object of the configuration, in the order the errors list them.
+const TOP_FIELDS: &[&str] = &[
+    "loop_header",
+    "max_buffered_bytes",
+    "max_in_flight_bytes",
+    "max_answer_bytes",
+    "lanes",
+    "targets",
+];
+const TARGET_FIELDS: &[&str] = &[
+    "name",
+    "cluster",
+    "percent",
+    "sample_by",
+    "on_missing_key",
+    "salt",
+    "match",
+    "authority",
+    "host_suffix",
+    "headers",
+    "max_body_bytes",
+    "timeout_ms",
+    "max_rps",
+    "max_in_flight",
+];
+const SAMPLE_BY_FIELDS: &[&str] = &["header", "cookie", "query", "random"];
+const MATCH_FIELDS: &[&str] = &[
+    "path_prefix",
+    "path_exact",
+    "methods",
+    "headers",
+    "hosts",
+    "exclude_path_prefixes",
+];
+const HEADER_OPS_FIELDS: &[&str] = &["remove", "set", "redact"];
+const LANES_FIELDS: &[&str] = &[
+    "header",
+    "sample_by",
+    "salt",
+    "split",
+    "default",
+    "on_missing_key",
+    "keep_incoming",
+];
+const SPLIT_FIELDS: &[&str] = &["lane", "percent"];
+
+/// The top-level fields of a configuration: to tell a plugin configuration with a
+/// misspelt field from a file that is not one at all.
+pub const CONFIGURATION_FIELDS: &[&str] = TOP_FIELDS;
 
 /// The path of an object member whose name comes from the input: escaped, so that an
 /// error stays one printable line whatever the name holds.

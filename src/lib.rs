@@ -7,7 +7,8 @@
 //! [`sampling`], [`capture`] (one request's way through the plan), [`budget`]
 //! (`max_buffered_bytes`, `max_in_flight_bytes`), [`copy`] (the copy's headers), [`wire`] (the host's header map
 //! format), [`limits`], [`outbox`] (admission and calls in flight), [`drain`] (a replaced
-//! configuration's retirement), [`metrics`] and [`log_throttle`]; [`explain`] tells the
+//! configuration's retirement), [`metrics`], [`log_throttle`] and [`suggest`] (the known
+//! name closest to a misspelt one); [`explain`] tells the
 //! same steps in words for the `traffic-mirror` command, and [`istio`] renders a
 //! `pluginConfig` as Istio hands it over. The `shell` module, compiled for
 //! `wasm32-wasip1` only, is the proxy-wasm ABI: the callbacks Envoy calls, which read
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod request;
 pub mod sampling;
+pub mod suggest;
 pub mod wire;
 
 #[cfg(target_os = "wasi")]

@@ -59,7 +59,21 @@ fn check_passes_every_shipped_configuration() {
     let out = run(&args, b"");
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    let lines: Vec<&str> = stdout.lines().collect();
+    // The one warning: the compose config names the module by its path in the container.
+    let (warnings, lines): (Vec<&str>, Vec<&str>) =
+        stdout.lines().partition(|l| l.contains(": warning: "));
+    assert_eq!(
+        warnings,
+        [
+            "envoy/compose/envoy.yaml: ingress > envoy.filters.network.http_connection_manager > \
+          envoy.filters.http.wasm: warning: vm_config.code.local.filename: no file \
+          /etc/envoy/traffic_mirror.wasm from "
+                .to_string()
+                + env!("CARGO_MANIFEST_DIR")
+                + ": Envoy opens it from its own working directory, or fails to load the filter"
+        ],
+        "(the module must be built: cargo build --target wasm32-wasip1 --release --lib)"
+    );
     assert_eq!(lines.len(), files.len(), "{stdout}");
     for (file, line) in files.iter().zip(&lines) {
         assert!(line.starts_with(file.as_str()), "{line}");
@@ -67,6 +81,247 @@ fn check_passes_every_shipped_configuration() {
     }
     assert!(stdout.contains("envoy/lanes.yaml: ingress > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm: ok (lanes canary, beta, stable (header x-lane))"), "{stdout}");
     assert!(stdout.contains("envoy/istio/wasmplugin-sidecar.yaml: WasmPlugin shop/traffic-mirror: ok (targets staging)"), "{stdout}");
+}
+
+#[test]
+fn check_takes_directories_and_globs_and_skips_files_without_a_configuration() {
+    for path in ["envoy/", "envoy/*.yaml"] {
+        let out = run(&["check", path], b"");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{path}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("envoy/grpc.yaml: ingress > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm: ok (targets staging)"),
+            "{path}: {stdout}"
+        );
+        assert!(
+            stderr.contains(
+                "note: envoy/docker-compose.yaml: holds no traffic-mirror configuration; skipped"
+            ),
+            "{path}: {stderr}"
+        );
+    }
+    let dir = run(&["check", "envoy/"], b"");
+    let stdout = text(&dir.stdout);
+    // Recursive: the compose and Istio files under envoy/ too.
+    for nested in [
+        "envoy/compose/envoy.yaml: ",
+        "envoy/istio/wasmplugin-sidecar.yaml: ",
+    ] {
+        assert!(stdout.contains(nested), "{nested} in {stdout}");
+    }
+    let none = run(&["check", "envoy/nothing-*.yaml"], b"");
+    assert_eq!(none.status.code(), Some(2));
+    assert_eq!(
+        text(&none.stderr),
+        "envoy/nothing-*.yaml: matches no file\n"
+    );
+}
+
+/// Runs `check` on `content` written to a file `name` of its own; (exit status, stdout).
+fn check_file(name: &str, content: &str) -> (Option<i32>, String) {
+    let dir = tempdir("mistakes");
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    let out = run(&["check", path.to_str().unwrap()], b"");
+    let stdout = text(&out.stdout).replace(&format!("{}/", dir.display()), "");
+    (
+        out.status.code(),
+        stdout + &text(&out.stderr).replace(&format!("{}/", dir.display()), ""),
+    )
+}
+
+#[test]
+fn check_names_a_mirror_cluster_envoy_does_not_define() {
+    let shipped = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+    let typo = shipped.replace(r#""cluster": "staging""#, r#""cluster": "stagging""#);
+    assert_ne!(typo, shipped);
+    let location = "envoy.yaml: ingress > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm";
+    assert_eq!(
+        check_file("envoy.yaml", &typo),
+        (
+            Some(1),
+            format!(
+                "{location}: ok (targets staging)\n\
+                 {location}: error: targets[0].cluster: no cluster \"stagging\" in this Envoy \
+                 configuration: did you mean \"staging\"? it defines primary, staging; every copy \
+                 would count in dispatch_failed\n"
+            )
+        )
+    );
+    // Clusters may also come from CDS: a warning only.
+    let cds = typo.replacen(
+        "static_resources:",
+        "dynamic_resources:\n  cds_config: {ads: {}}\nstatic_resources:",
+        1,
+    );
+    let (status, out) = check_file("envoy.yaml", &cds);
+    assert_eq!(status, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{location}: warning: targets[0].cluster: no cluster \"stagging\" among the static ones (primary, staging); it must come from CDS"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_names_a_wasmplugin_cluster_that_is_not_istios_and_a_misspelt_spec_field() {
+    let plugin = |spec: &str| {
+        format!(
+            "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: tm, namespace: shop}}\nspec:\n  url: oci://registry.example.com/traffic-mirror:0.1.0\n{spec}"
+        )
+    };
+    let (status, out) = check_file(
+        "wp.yaml",
+        &plugin(
+            "  pluginConfig:\n    targets: [{name: t, cluster: checkout-staging, percent: 1}]\n",
+        ),
+    );
+    assert_eq!(status, Some(1), "{out}");
+    assert_eq!(
+        out,
+        "wp.yaml: WasmPlugin shop/tm: ok (targets t)\n\
+         wp.yaml: WasmPlugin shop/tm: error: targets[0].cluster: \"checkout-staging\" is not a \
+         cluster Istio defines: Istio names the cluster of a service port \
+         outbound|PORT|SUBSET|HOST, e.g. outbound|8080||checkout-staging.NAMESPACE.svc.cluster.local; \
+         every copy would count in dispatch_failed\n"
+    );
+    let (status, out) = check_file(
+        "wp.yaml",
+        &plugin("  pluginConfig:\n    targets: [{name: t, cluster: \"outbound|8080||c.shop-staging.svc.cluster.local\", percent: 1}]\n"),
+    );
+    assert_eq!((status, out.lines().count()), (Some(0), 1), "{out}");
+    let (status, out) = check_file(
+        "wp.yaml",
+        &plugin("  pluginconfig:\n    targets: [{name: t, cluster: c, percent: 1}]\n"),
+    );
+    assert_eq!(status, Some(1), "{out}");
+    assert!(
+        out.starts_with(
+            "wp.yaml: WasmPlugin shop/tm: error: spec.pluginconfig: unknown field, did you mean \"pluginConfig\"? (a WasmPlugin's spec has: selector, "
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_names_a_misspelt_field_in_yaml_and_gives_a_yaml_error_alone() {
+    let (status, out) = check_file(
+        "plugin.yaml",
+        "targts:\n- {name: t, cluster: c, percent: 1}\n",
+    );
+    assert_eq!(status, Some(1), "{out}");
+    assert!(
+        out.starts_with(
+            "plugin.yaml: traffic-mirror: invalid configuration: targts: unknown field, did you mean \"targets\"?"
+        ),
+        "{out}"
+    );
+    let (status, out) = check_file(
+        "plugin.yaml",
+        "targets:\n- {name: t, cluster: c, precent: 1}\n",
+    );
+    assert_eq!(status, Some(1), "{out}");
+    assert!(
+        out.starts_with(
+            "plugin.yaml: traffic-mirror: invalid configuration: targets[0].precent: unknown field, did you mean \"percent\"?"
+        ),
+        "{out}"
+    );
+    let (status, out) = check_file("broken.yaml", "targets: [\n  - a: b\n");
+    assert_eq!(status, Some(2), "{out}");
+    assert!(out.starts_with("broken.yaml: not valid YAML: "), "{out}");
+    assert!(!out.contains("JSON"), "{out}");
+}
+
+#[test]
+fn the_command_keeps_command_line_habits() {
+    for args in [
+        &["--help"][..],
+        &["check", "--help"],
+        &["explain", "--help"],
+        &["sample", "--help"],
+        &["help", "check"],
+        &["--version"],
+        &["completions", "bash"],
+    ] {
+        let out = run(args, b"");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(text(&run(&["check", "--help"], b"").stdout).contains("Exit status: 0"));
+    assert_eq!(
+        text(&run(&["--version"], b"").stdout),
+        format!("traffic-mirror {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let unknown = run(&["chek", "envoy/envoy.yaml"], b"");
+    assert_eq!(unknown.status.code(), Some(2));
+    let stderr = text(&unknown.stderr);
+    assert!(
+        stderr.contains("unrecognized subcommand 'chek'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("a similar subcommand exists: 'check'"),
+        "{stderr}"
+    );
+    // --flag=value as well as --flag value.
+    let equals = run(
+        &[
+            "explain",
+            "envoy/envoy.yaml",
+            "--path=/api/x",
+            "--header=x-user-id: u-1",
+        ],
+        b"",
+    );
+    assert_eq!(equals.status.code(), Some(0), "{}", text(&equals.stderr));
+    assert!(text(&equals.stdout).starts_with("request: GET /api/x (:authority example.com)"));
+}
+
+#[test]
+fn explain_refuses_a_path_envoy_would_refuse() {
+    let out = run(&["explain", "envoy/envoy.yaml", "--path", "api/items"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with("traffic-mirror explain: --path must start with '/'"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn sample_suggests_lanes_and_says_what_it_reads_at_a_terminal() {
+    let out = run(&["sample", "envoy/lanes.yaml"], b"user-1\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "traffic-mirror sample: envoy/lanes.yaml has lanes but no target: sample --lanes prints each key's lane\n"
+    );
+    // At a terminal (script(1) gives the command one), it says it reads keys.
+    let binary = env!("CARGO_BIN_EXE_traffic-mirror");
+    let out = std::process::Command::new("timeout")
+        .args([
+            "20",
+            "script",
+            "-qec",
+            &format!("{binary} sample envoy/envoy.yaml"),
+            "/dev/null",
+        ])
+        .current_dir(repo())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("timeout(1) and script(1), from coreutils and util-linux");
+    let all = text(&out.stdout);
+    assert!(
+        all.contains("reading sampling keys from standard input, one per line (end with Ctrl-D)"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -138,7 +393,10 @@ fn check_warns_when_envoy_would_hold_more_of_an_answer_than_max_answer_bytes() {
         let stdout = text(&out.stdout);
         let warnings: Vec<String> = stdout
             .lines()
-            .filter_map(|l| l.split_once(": warning: ").map(|(_, w)| w.to_string()))
+            .filter_map(|l| {
+                l.split_once(": warning: layered_runtime: ")
+                    .map(|(_, w)| w.to_string())
+            })
             .collect();
         assert!(
             stdout
@@ -192,7 +450,7 @@ spec:
   url: oci://registry.example.com/traffic-mirror:0.1.0
   pluginConfig:
     targets:
-    - {name: t, cluster: c, percent: 10, max_body_bytes: 1048576.0}
+    - {name: t, cluster: \"outbound|80||c.shop.svc.cluster.local\", percent: 10, max_body_bytes: 1048576.0}
 ---
 apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin

@@ -1,48 +1,52 @@
-//! `traffic-mirror check FILE...`: every configuration found, through the filter's own
-//! parser; one line each.
+//! `traffic-mirror check PATH...`: every configuration found, through the filter's own
+//! parser, one line each, and a line for each likely mistake around it.
 
-use traffic_mirror::config::{self, Plan, ANSWER_BUFFER_RUNTIME_KEY};
+use traffic_mirror::config;
 
-use crate::input::{self, AnswerBuffer};
+use crate::input::{self, Found, Problem};
+use crate::mistakes::{self, Severity};
 
 const OK: u8 = 0;
 const INVALID: u8 = 1;
 const UNREADABLE: u8 = 2;
 
-pub fn run(files: &[String]) -> u8 {
-    if files.is_empty() {
-        eprintln!("usage: traffic-mirror check FILE...");
-        return UNREADABLE;
-    }
+pub fn run(paths: &[String]) -> u8 {
     let mut status = OK;
-    for file in files {
-        let found = input::read(file).and_then(|bytes| input::configurations(file, &bytes));
-        match found {
+    let mut files = Vec::new();
+    for path in paths {
+        match input::files(path) {
+            Ok(found) => files.extend(found),
             Err(e) => {
+                eprintln!("{e}");
+                status = UNREADABLE;
+            }
+        }
+    }
+    let results: Vec<(String, Result<Vec<Found>, Problem>)> = files
+        .into_iter()
+        .map(|file| {
+            let found = input::read(&file)
+                .map_err(Problem::Unreadable)
+                .and_then(|bytes| input::configurations(&file, &bytes));
+            (file, found)
+        })
+        .collect();
+    let any = results.iter().any(|(_, r)| r.is_ok());
+    for (_, result) in results {
+        match result {
+            Err(Problem::Unreadable(e)) => {
+                eprintln!("{e}");
+                status = status.max(UNREADABLE);
+            }
+            // Skipped, as long as something else holds a configuration.
+            Err(Problem::NoConfiguration(e)) if any => eprintln!("note: {e}; skipped"),
+            Err(Problem::NoConfiguration(e)) => {
                 eprintln!("{e}");
                 status = status.max(UNREADABLE);
             }
             Ok(found) => {
                 for configuration in found {
-                    let plan = match &configuration.configuration {
-                        Err(why) => Err(format!("traffic-mirror: {why}")),
-                        Ok(bytes) => config::parse(bytes).map_err(|e| e.to_string()),
-                    };
-                    let location = &configuration.location;
-                    match plan {
-                        Ok(plan) => {
-                            println!("{location}: ok ({})", plan.summary());
-                            if let Some(warning) =
-                                answer_buffer_warning(&plan, &configuration.answer_buffer)
-                            {
-                                println!("{location}: warning: {warning}");
-                            }
-                        }
-                        Err(error) => {
-                            println!("{location}: {error}");
-                            status = status.max(INVALID);
-                        }
-                    }
+                    status = status.max(report(&configuration));
                 }
             }
         }
@@ -50,29 +54,37 @@ pub fn run(files: &[String]) -> u8 {
     status
 }
 
-/// Why the Envoy running a valid plan may hold more of each copy's answer than the plan
-/// counts (`max_answer_bytes`), if it may: a warning, which leaves the exit status alone
-/// (the configuration is valid; the memory bound is what is at stake).
-fn answer_buffer_warning(plan: &Plan, answer_buffer: &AnswerBuffer) -> Option<String> {
-    if plan.targets.is_empty() {
-        return None;
+/// Prints the lines of one configuration; its status.
+fn report(found: &Found) -> u8 {
+    let location = &found.location;
+    let bytes = match &found.configuration {
+        Ok(bytes) => bytes,
+        Err(why) => {
+            println!("{location}: error: {why}");
+            return INVALID;
+        }
+    };
+    let plan = match config::parse(bytes) {
+        Ok(plan) => plan,
+        Err(error) => {
+            println!("{location}: {error}");
+            return INVALID;
+        }
+    };
+    println!("{location}: ok ({})", plan.summary());
+    let mut status = OK;
+    for mistake in mistakes::find(&plan, found) {
+        let severity = match mistake.severity {
+            Severity::Error => {
+                status = INVALID;
+                "error"
+            }
+            Severity::Warning => "warning",
+        };
+        println!(
+            "{location}: {severity}: {}: {}",
+            mistake.path, mistake.problem
+        );
     }
-    let want = plan.max_answer_bytes;
-    let key = ANSWER_BUFFER_RUNTIME_KEY;
-    let fix = format!(
-        "set it to max_answer_bytes ({want}) in layered_runtime (a static_layer), or Envoy holds each copy's answer up to"
-    );
-    match answer_buffer {
-        AnswerBuffer::Unknown => None,
-        AnswerBuffer::Set(have) if *have <= want as u64 => None,
-        AnswerBuffer::Unset => Some(format!(
-            "Envoy's runtime value {key} is not set: {fix} 32 MiB, outside max_in_flight_bytes"
-        )),
-        AnswerBuffer::Set(have) => Some(format!(
-            "Envoy's runtime value {key} is {have}, more than max_answer_bytes ({want}): {fix} {have} bytes, outside max_in_flight_bytes"
-        )),
-        AnswerBuffer::Invalid(value) => Some(format!(
-            "Envoy's runtime value {key} is {value}, not a number of bytes: {fix} 32 MiB, outside max_in_flight_bytes"
-        )),
-    }
+    status
 }

@@ -6,17 +6,19 @@ use traffic_mirror::config::{self, Plan};
 use traffic_mirror::explain::{explain, Explanation};
 use traffic_mirror::request::HeaderList;
 
-use crate::input;
-
-const USAGE: &str = "usage: traffic-mirror explain FILE [--method M] [--path P] [--authority A] [-H 'name: value']... [--json]";
+use crate::cli::ExplainArgs;
+use crate::input::{self, Problem};
 
 /// The one configuration in FILE, compiled; on failure the exit status (its error line
 /// printed: 1 for an invalid configuration, 2 for anything else).
 pub fn one_plan(file: &str) -> Result<Plan, u8> {
     let found = input::read(file)
+        .map_err(Problem::Unreadable)
         .and_then(|bytes| input::configurations(file, &bytes))
-        .map_err(|e| {
-            eprintln!("{e}");
+        .map_err(|problem| {
+            match problem {
+                Problem::Unreadable(e) | Problem::NoConfiguration(e) => eprintln!("{e}"),
+            }
             2
         })?;
     let [only] = found.as_slice() else {
@@ -36,52 +38,31 @@ pub fn one_plan(file: &str) -> Result<Plan, u8> {
     })
 }
 
-pub fn run(args: &[String]) -> u8 {
-    let mut file = None;
-    let (mut method, mut path, mut authority) = (
-        "GET".to_string(),
-        "/".to_string(),
-        "example.com".to_string(),
-    );
+pub fn run(args: &ExplainArgs) -> u8 {
     let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut as_json = false;
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let mut value = |flag: &str| iter.next().cloned().ok_or(format!("{flag} needs a value"));
-        let step = match arg.as_str() {
-            "--method" => value("--method").map(|v| method = v.to_ascii_uppercase()),
-            "--path" => value("--path").map(|v| path = v),
-            "--authority" => value("--authority").map(|v| authority = v),
-            "-H" | "--header" => value("-H").and_then(|v| match v.split_once(':') {
-                Some((name, value)) if !name.trim().is_empty() => {
-                    headers.push((
-                        name.trim().to_ascii_lowercase(),
-                        value.trim().as_bytes().to_vec(),
-                    ));
-                    Ok(())
-                }
-                _ => Err(format!("-H takes 'name: value', got {v:?}")),
-            }),
-            "--json" => {
-                as_json = true;
-                Ok(())
-            }
-            _ if file.is_none() && (arg == "-" || !arg.starts_with('-')) => {
-                file = Some(arg.clone());
-                Ok(())
-            }
-            other => Err(format!("unexpected argument {other:?}")),
-        };
-        if let Err(problem) = step {
-            eprintln!("traffic-mirror explain: {problem}\n{USAGE}");
-            return 2;
+    for header in &args.headers {
+        match header.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => headers.push((
+                name.trim().to_ascii_lowercase(),
+                value.trim().as_bytes().to_vec(),
+            )),
+            _ => return usage(&format!("-H takes 'name: value', got {header:?}")),
         }
     }
-    let Some(file) = file else {
-        eprintln!("traffic-mirror explain: no FILE\n{USAGE}");
-        return 2;
-    };
-    let plan = match one_plan(&file) {
+    // Envoy refuses a request whose path does not start with '/' (400, before any filter).
+    if !args.path.starts_with('/') {
+        return usage(&format!(
+            "--path must start with '/' (Envoy refuses any other path before the filter sees it), got {:?}",
+            args.path
+        ));
+    }
+    let (method, path, authority) = (
+        args.method.to_ascii_uppercase(),
+        args.path.clone(),
+        args.authority.clone(),
+    );
+    let file = &args.file;
+    let plan = match one_plan(file) {
         Ok(plan) => plan,
         Err(code) => return code,
     };
@@ -100,7 +81,7 @@ pub fn run(args: &[String]) -> u8 {
         .any(|(name, value)| name == "content-type" && is_grpc_content_type(value));
     request.headers.extend(headers);
     let explanation = explain(&plan, &mut request);
-    if as_json {
+    if args.json {
         println!("{}", to_json(&explanation));
     } else {
         print_text(&plan, &method, &path, &authority, grpc, &explanation);
@@ -175,4 +156,9 @@ fn print_text(
     if plan.targets.is_empty() {
         println!("no targets: nothing is mirrored");
     }
+}
+
+fn usage(problem: &str) -> u8 {
+    eprintln!("traffic-mirror explain: {problem}\n(traffic-mirror explain --help says more)");
+    2
 }

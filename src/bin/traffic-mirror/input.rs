@@ -1,14 +1,18 @@
-//! Finding traffic-mirror configurations in a file: a plugin configuration itself, the
+//! Finding traffic-mirror configurations: the files a path names (a file, a directory's
+//! YAML and JSON files, a glob), and in each file a plugin configuration itself, the
 //! `configuration` of every traffic-mirror filter in an Envoy configuration, or the
 //! `pluginConfig` of every `WasmPlugin` in Kubernetes YAML, rendered as Istio hands it to
-//! the filter. What comes out is the bytes the module would be given.
+//! the filter. What comes out is the bytes the module would be given, with what the
+//! file says around them (the clusters Envoy defines, the module it loads, ...).
 
 use std::io::Read;
+use std::path::Path;
 
 use serde_json::Value;
 
-use traffic_mirror::config::ANSWER_BUFFER_RUNTIME_KEY;
+use traffic_mirror::config::{ANSWER_BUFFER_RUNTIME_KEY, CONFIGURATION_FIELDS};
 use traffic_mirror::istio::istio_json;
+use traffic_mirror::suggest::closest;
 
 use crate::yaml;
 
@@ -26,6 +30,101 @@ pub struct Found {
     pub configuration: Result<Vec<u8>, String>,
     /// What the Envoy that runs it sets its answer buffer to.
     pub answer_buffer: AnswerBuffer,
+    /// Where it was found.
+    pub context: Context,
+}
+
+/// What surrounds a configuration in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Context {
+    /// A plugin configuration on its own.
+    Plugin,
+    /// A traffic-mirror filter in an Envoy configuration.
+    Envoy {
+        /// The clusters the bootstrap defines (`None`: not a bootstrap, e.g. an ECDS
+        /// resource, so the clusters are not known here).
+        clusters: Option<Vec<String>>,
+        /// Clusters may also come from CDS (`dynamic_resources.cds_config`).
+        cds: bool,
+        /// The module file the filter loads (`vm_config.code.local.filename`).
+        module: Option<String>,
+    },
+    /// A `WasmPlugin`'s `pluginConfig`: Istio names the clusters.
+    WasmPlugin,
+}
+
+/// Why a file gave no configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// It cannot be read, or parsed as JSON or YAML.
+    Unreadable(String),
+    /// It holds no traffic-mirror configuration.
+    NoConfiguration(String),
+}
+
+/// The fields of a `WasmPlugin`'s `spec` (Istio's CRD, `extensions.istio.io/v1alpha1`).
+const WASM_PLUGIN_SPEC_FIELDS: &[&str] = &[
+    "selector",
+    "targetRef",
+    "targetRefs",
+    "url",
+    "sha256",
+    "imagePullPolicy",
+    "imagePullSecret",
+    "verificationKey",
+    "pluginConfig",
+    "pluginName",
+    "phase",
+    "priority",
+    "failStrategy",
+    "vmConfig",
+    "match",
+    "type",
+];
+
+/// The files a PATH names: itself; every `.yaml`, `.yml` and `.json` file under a
+/// directory, in order; or the files a glob (`*`, `?`, `[`) matches. `-` is standard
+/// input.
+pub fn files(path: &str) -> Result<Vec<String>, String> {
+    let p = Path::new(path);
+    if path == "-" || p.is_file() {
+        return Ok(vec![path.to_string()]);
+    }
+    if p.is_dir() {
+        let mut found = Vec::new();
+        walk(p, &mut found).map_err(|e| format!("{path}: cannot read: {e}"))?;
+        found.sort();
+        return Ok(found);
+    }
+    if path.contains(['*', '?', '[']) {
+        let matches = glob::glob(path).map_err(|e| format!("{path}: not a glob: {e}"))?;
+        let found: Vec<String> = matches
+            .filter_map(Result::ok)
+            .filter(|m| m.is_file())
+            .map(|m| m.display().to_string())
+            .collect();
+        if found.is_empty() {
+            return Err(format!("{path}: matches no file"));
+        }
+        return Ok(found);
+    }
+    Err(format!("{path}: cannot read: no such file or directory"))
+}
+
+fn walk(dir: &Path, found: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, found)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
+            found.push(path.display().to_string());
+        }
+    }
+    Ok(())
 }
 
 /// The runtime value `http.async_response_buffer_limit` of the Envoy bootstrap a filter
@@ -57,33 +156,33 @@ pub fn read(path: &str) -> Result<Vec<u8>, String> {
     }
 }
 
+/// A plugin configuration given as it is.
+fn plugin(name: &str, bytes: &[u8]) -> Vec<Found> {
+    vec![Found {
+        location: name.to_string(),
+        configuration: Ok(bytes.to_vec()),
+        answer_buffer: AnswerBuffer::Unknown,
+        context: Context::Plugin,
+    }]
+}
+
 /// Every traffic-mirror configuration in a file's bytes; `Err` when there is none.
-pub fn configurations(name: &str, bytes: &[u8]) -> Result<Vec<Found>, String> {
+pub fn configurations(name: &str, bytes: &[u8]) -> Result<Vec<Found>, Problem> {
+    let yaml_file = name.ends_with(".yaml") || name.ends_with(".yml");
     let documents = match serde_json::from_slice::<Value>(bytes) {
-        Ok(value) if is_plugin_configuration(&value) => {
-            return Ok(vec![Found {
-                location: name.to_string(),
-                configuration: Ok(bytes.to_vec()),
-                answer_buffer: AnswerBuffer::Unknown,
-            }])
-        }
+        Ok(value) if is_plugin_configuration(&value) => return Ok(plugin(name, bytes)),
         Ok(value) => vec![value],
-        Err(json_error) => {
+        Err(_) => {
             let text = String::from_utf8_lossy(bytes);
             match yaml::documents(&text) {
                 Ok(docs) => docs,
                 // Broken JSON is given to the filter, which says what is wrong with it.
-                Err(_) if looks_like_json(bytes) => {
-                    return Ok(vec![Found {
-                        location: name.to_string(),
-                        configuration: Ok(bytes.to_vec()),
-                        answer_buffer: AnswerBuffer::Unknown,
-                    }])
-                }
+                Err(_) if looks_like_json(bytes) && !yaml_file => return Ok(plugin(name, bytes)),
+                // Not JSON either, but that is no news for a YAML file: the YAML error alone.
                 Err(yaml_error) => {
-                    return Err(format!(
-                        "{name}: neither JSON ({json_error}) nor YAML ({yaml_error})"
-                    ))
+                    return Err(Problem::Unreadable(format!(
+                        "{name}: not valid YAML: {yaml_error}"
+                    )))
                 }
             }
         }
@@ -97,30 +196,72 @@ pub fn configurations(name: &str, bytes: &[u8]) -> Result<Vec<Found>, String> {
         };
         if doc.get("kind").and_then(Value::as_str) == Some("WasmPlugin") {
             found.extend(wasm_plugin(&at, doc));
-        } else if documents.len() == 1
-            && (doc.get("targets").is_some() || doc.get("lanes").is_some())
-            && is_plugin_configuration(doc)
-        {
+        } else if documents.len() == 1 && looks_like_plugin_configuration(doc) {
             // A pluginConfig written in YAML.
             found.push(Found {
                 location: at,
                 configuration: Ok(istio_json(doc).into_bytes()),
                 answer_buffer: AnswerBuffer::Unknown,
+                context: Context::Plugin,
             });
         } else {
             let answer_buffer = answer_buffer(doc);
+            let (clusters, cds) = clusters(doc);
             let first = found.len();
             envoy_filters(&at, doc, &mut Vec::new(), &mut found);
             for filter in found.iter_mut().skip(first) {
                 filter.answer_buffer = answer_buffer.clone();
+                if let Context::Envoy {
+                    clusters: known,
+                    cds: from_cds,
+                    ..
+                } = &mut filter.context
+                {
+                    known.clone_from(&clusters);
+                    *from_cds = cds;
+                }
             }
         }
     }
     if found.is_empty() {
-        Err(format!("{name}: holds no traffic-mirror configuration"))
+        Err(Problem::NoConfiguration(format!(
+            "{name}: holds no traffic-mirror configuration"
+        )))
     } else {
         Ok(found)
     }
+}
+
+/// A YAML mapping that is a plugin configuration: it has `targets` or `lanes`, or a
+/// field one or two letters away from a configuration field (misspelt, which the
+/// parser then names), and nothing that makes it an Envoy or Kubernetes document.
+fn looks_like_plugin_configuration(doc: &Value) -> bool {
+    let Some(object) = doc.as_object() else {
+        return false;
+    };
+    let fields = object.keys().any(|key| {
+        CONFIGURATION_FIELDS.contains(&key.as_str()) || closest(key, CONFIGURATION_FIELDS).is_some()
+    });
+    fields && is_plugin_configuration(doc)
+}
+
+/// The clusters an Envoy bootstrap defines (`None` for a document that is not one), and
+/// whether more may come from CDS.
+fn clusters(doc: &Value) -> (Option<Vec<String>>, bool) {
+    let Some(statics) = doc.get("static_resources") else {
+        return (None, false);
+    };
+    let names = statics
+        .get("clusters")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let cds = doc.pointer("/dynamic_resources/cds_config").is_some();
+    (Some(names), cds)
 }
 
 /// A plugin configuration itself: an object with `targets` or `lanes` and nothing that
@@ -163,6 +304,26 @@ fn wasm_plugin(at: &str, doc: &Value) -> Option<Found> {
     if !is_traffic_mirror(spec["pluginName"].as_str(), spec["url"].as_str()) {
         return None;
     }
+    // A misspelt field of the spec (Kubernetes refuses it): named, not its consequence.
+    let unknown = spec.as_object().and_then(|s| {
+        s.keys()
+            .find(|k| !WASM_PLUGIN_SPEC_FIELDS.contains(&k.as_str()))
+    });
+    if let Some(unknown) = unknown {
+        let hint = closest(unknown, WASM_PLUGIN_SPEC_FIELDS)
+            .map(|meant| format!(", did you mean \"{meant}\"?"))
+            .unwrap_or_default();
+        return Some(Found {
+            location,
+            configuration: Err(format!(
+                "spec.{}: unknown field{hint} (a WasmPlugin's spec has: {})",
+                unknown.escape_debug(),
+                WASM_PLUGIN_SPEC_FIELDS.join(", ")
+            )),
+            answer_buffer: AnswerBuffer::Unknown,
+            context: Context::WasmPlugin,
+        });
+    }
     // Istio sends no configuration for a missing or empty pluginConfig.
     let configuration = match &spec["pluginConfig"] {
         Value::Object(map) if !map.is_empty() => istio_json(&spec["pluginConfig"]),
@@ -172,6 +333,7 @@ fn wasm_plugin(at: &str, doc: &Value) -> Option<Found> {
         location,
         configuration: Ok(configuration.into_bytes()),
         answer_buffer: AnswerBuffer::Unknown,
+        context: Context::WasmPlugin,
     })
 }
 
@@ -251,6 +413,14 @@ fn envoy_filters(at: &str, value: &Value, names: &mut Vec<String>, found: &mut V
                         location: format!("{at}: {}", names.join(" > ")),
                         configuration: envoy_configuration(&config["configuration"]),
                         answer_buffer: AnswerBuffer::Unknown,
+                        context: Context::Envoy {
+                            clusters: None,
+                            cds: false,
+                            module: config
+                                .pointer("/vm_config/code/local/filename")
+                                .and_then(Value::as_str)
+                                .map(str::to_string),
+                        },
                     });
                 }
             } else {

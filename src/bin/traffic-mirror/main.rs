@@ -1,13 +1,14 @@
 //! `traffic-mirror`: asks the filter's own code, without an Envoy, whether a
-//! configuration is valid and what it does with a request or a user.
+//! configuration is valid, what it does with a request, and which users it picks.
 //!
 //! ```text
-//! traffic-mirror check FILE...
+//! traffic-mirror check PATH...
 //! traffic-mirror explain FILE [--method M] [--path P] [--authority A] [-H 'name: value']... [--json]
 //! traffic-mirror sample FILE [--target NAME | --lanes]
+//! traffic-mirror completions SHELL
 //! ```
 //!
-//! FILE is a plugin configuration (JSON, or YAML as in `pluginConfig`), an Envoy
+//! A FILE is a plugin configuration (JSON, or YAML as in `pluginConfig`), an Envoy
 //! configuration (YAML or JSON) holding traffic-mirror filters, or Kubernetes YAML holding
 //! `WasmPlugin` documents; `-` is standard input. The command runs natively: it is built
 //! for the host, never for wasm (the module is the library's `traffic_mirror.wasm`).
@@ -19,29 +20,124 @@ mod explain;
 #[cfg(not(target_arch = "wasm32"))]
 mod input;
 #[cfg(not(target_arch = "wasm32"))]
+mod mistakes;
+#[cfg(not(target_arch = "wasm32"))]
 mod sample;
 #[cfg(not(target_arch = "wasm32"))]
 mod yaml;
 
 #[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use clap::{CommandFactory, Parser, Subcommand};
+
+    /// Ask traffic-mirror, without an Envoy, whether a configuration is valid, what it
+    /// does with a request, and which users it picks. Its answers are the module's own:
+    /// it runs the same code.
+    #[derive(Debug, Parser)]
+    #[command(name = "traffic-mirror", version, max_term_width = 100)]
+    #[command(
+        after_help = "A FILE is a plugin configuration (JSON, or YAML as in a WasmPlugin's pluginConfig), an Envoy configuration (YAML or JSON), or Kubernetes YAML with WasmPlugin documents; - reads standard input."
+    )]
+    pub struct Cli {
+        #[command(subcommand)]
+        pub command: Command,
+    }
+
+    #[derive(Debug, Subcommand)]
+    pub enum Command {
+        /// Check every traffic-mirror configuration found, with the filter's own parser
+        ///
+        /// PATH is a file, a directory (its YAML and JSON files, recursively) or a glob.
+        /// One line per configuration: its location and `ok` with its targets and lanes,
+        /// or the error line the module would log, then a line for each likely mistake
+        /// the module cannot see (a cluster Envoy does not define, a cluster name Istio
+        /// does not use, a module file that is not there, Envoy's answer buffer). Files
+        /// that hold no configuration are skipped with a note.
+        ///
+        /// Exit status: 0 all valid (warnings allowed); 1 any invalid or an error-level
+        /// mistake; 2 a PATH that cannot be read or parsed, or no configuration at all.
+        Check {
+            /// Files, directories or globs
+            #[arg(required = true, value_name = "PATH")]
+            paths: Vec<String>,
+        },
+        /// Say what the filter would do with one request: its lane, each target's
+        /// decision and why, and the copy's headers
+        ///
+        /// FILE must hold one configuration. Exit status 2 for a usage error or a FILE
+        /// that cannot be read, 1 for an invalid configuration.
+        Explain(ExplainArgs),
+        /// Print the sampling keys a target mirrors, or each key's lane, from keys read
+        /// on standard input, one per line
+        ///
+        /// A summary (how many of how many, and the share) goes to standard error.
+        Sample {
+            /// The configuration (one)
+            file: String,
+            /// The target (default: the first)
+            #[arg(long, value_name = "NAME", conflicts_with = "lanes")]
+            target: Option<String>,
+            /// Print each key and its lane, separated by a tab
+            #[arg(long)]
+            lanes: bool,
+        },
+        /// Print a completion script for SHELL to standard output
+        ///
+        /// e.g. `traffic-mirror completions bash > ~/.local/share/bash-completion/completions/traffic-mirror`
+        Completions {
+            /// bash, zsh, fish, elvish or powershell
+            shell: clap_complete::Shell,
+        },
+    }
+
+    #[derive(Debug, clap::Args)]
+    pub struct ExplainArgs {
+        /// The configuration (one)
+        pub file: String,
+        /// The request's method
+        #[arg(long, default_value = "GET")]
+        pub method: String,
+        /// The request's path with its query; it must start with '/'
+        #[arg(long, default_value = "/")]
+        pub path: String,
+        /// The request's :authority (host)
+        #[arg(long, default_value = "example.com")]
+        pub authority: String,
+        /// A request header, 'name: value' (repeat for more)
+        #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+        pub headers: Vec<String>,
+        /// One JSON object instead of text
+        #[arg(long)]
+        pub json: bool,
+    }
+
+    /// Writes the completion script for `shell` (a reader that goes away early, such as
+    /// `head`, is not an error).
+    pub fn completions(shell: clap_complete::Shell) {
+        use std::io::Write;
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "traffic-mirror", &mut script);
+        let _ = std::io::stdout().write_all(&script);
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rest = args.get(1..).unwrap_or_default();
-    let code = match args.first().map(String::as_str) {
-        Some("check") => check::run(rest),
-        Some("explain") => explain::run(rest),
-        Some("sample") => sample::run(rest),
-        Some("--version" | "-V") => {
-            println!("traffic-mirror {}", env!("CARGO_PKG_VERSION"));
+    use clap::Parser;
+    use cli::{Cli, Command};
+
+    // Usage errors exit 2 (clap's own), --help and --version 0.
+    let code = match Cli::parse().command {
+        Command::Check { paths } => check::run(&paths),
+        Command::Explain(args) => explain::run(&args),
+        Command::Sample {
+            file,
+            target,
+            lanes,
+        } => sample::run(&file, target.as_deref(), lanes),
+        Command::Completions { shell } => {
+            cli::completions(shell);
             0
-        }
-        Some("help" | "--help" | "-h") => {
-            print!("{USAGE}");
-            0
-        }
-        _ => {
-            eprint!("{USAGE}");
-            2
         }
     };
     std::process::ExitCode::from(code)
@@ -50,24 +146,3 @@ fn main() -> std::process::ExitCode {
 /// Built for wasm only because Cargo builds every target of the package: nothing to do.
 #[cfg(target_arch = "wasm32")]
 fn main() {}
-
-#[cfg(not(target_arch = "wasm32"))]
-const USAGE: &str = "\
-usage:
-  traffic-mirror check FILE...
-      Checks every traffic-mirror configuration in each FILE with the filter's own parser:
-      one line each, its location and `ok` with its targets and lanes, or the error line
-      the module would log. Exit 0: all valid; 1: any invalid; 2: a FILE cannot be read or
-      holds no traffic-mirror configuration.
-  traffic-mirror explain FILE [--method M] [--path P] [--authority A] [-H 'name: value']... [--json]
-      What the filter would do with that request: its lane, each target's decision and
-      why, and the copy's headers. FILE must hold one configuration.
-  traffic-mirror sample FILE [--target NAME | --lanes]
-      Reads sampling-key values from standard input, one per line, and prints those the
-      target mirrors (default: the first target), or with --lanes each key and its lane,
-      separated by a tab. A summary goes to standard error.
-
-FILE: a plugin configuration (JSON, or YAML as in a WasmPlugin's pluginConfig), an Envoy
-configuration (YAML or JSON), or Kubernetes YAML with WasmPlugin documents; - reads
-standard input.
-";

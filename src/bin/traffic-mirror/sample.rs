@@ -1,7 +1,7 @@
 //! `traffic-mirror sample FILE [--target NAME | --lanes]`: which of the keys on standard
 //! input a target mirrors, or which lane each key is in, by the filter's own rule.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 use traffic_mirror::config::Plan;
 use traffic_mirror::lanes::LaneOnMissingKey;
@@ -9,45 +9,26 @@ use traffic_mirror::sampling::{bucket, is_sampled, SampleKey};
 
 use crate::explain::one_plan;
 
-const USAGE: &str = "usage: traffic-mirror sample FILE [--target NAME | --lanes] < keys";
-
-enum Mode {
-    Target(Option<String>),
-    Lanes,
-}
-
-pub fn run(args: &[String]) -> u8 {
-    let mut file = None;
-    let mut mode = Mode::Target(None);
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        match arg.as_str() {
-            "--target" => match iter.next() {
-                Some(name) => mode = Mode::Target(Some(name.clone())),
-                None => return usage("--target needs a name"),
-            },
-            "--lanes" => mode = Mode::Lanes,
-            _ if file.is_none() => file = Some(arg.clone()),
-            other => return usage(&format!("unexpected argument {other:?}")),
-        }
-    }
-    let Some(file) = file else {
-        return usage("no FILE");
-    };
-    let plan = match one_plan(&file) {
+pub fn run(file: &str, target: Option<&str>, lanes: bool) -> u8 {
+    let plan = match one_plan(file) {
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    let keys = read_keys();
-    match mode {
-        Mode::Target(name) => sample_target(&plan, name.as_deref(), &keys),
-        Mode::Lanes => sample_lanes(&plan, &keys),
+    if !lanes && target.is_none() && plan.targets.is_empty() {
+        eprintln!(
+            "traffic-mirror sample: {file} has lanes but no target: sample --lanes prints each key's lane"
+        );
+        return 2;
     }
-}
-
-fn usage(problem: &str) -> u8 {
-    eprintln!("traffic-mirror sample: {problem}\n{USAGE}");
-    2
+    if std::io::stdin().is_terminal() {
+        eprintln!("traffic-mirror sample: reading sampling keys from standard input, one per line (end with Ctrl-D)");
+    }
+    let keys = read_keys();
+    if lanes {
+        sample_lanes(&plan, &keys)
+    } else {
+        sample_target(&plan, target, &keys)
+    }
 }
 
 /// Standard input, one key a line (a trailing `\r` is not part of the key).
