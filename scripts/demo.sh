@@ -74,6 +74,7 @@ demo_mirror() {
   upstream staging 8082
   wait_for http://127.0.0.1:8081/ "primary upstream"
   wait_for http://127.0.0.1:8082/ "mirror upstream"
+  echo "==> Envoy with envoy/envoy.yaml: listener 127.0.0.1:10000, primary :8081, staging :8082"
   start_envoy envoy/envoy.yaml
   : >"$work/primary.log"; : >"$work/staging.log"
 
@@ -114,6 +115,15 @@ demo_mirror() {
   echo
   echo "==> a few copies as the mirror saw them"
   head -n 3 "$work/staging.log" | sed 's/^/    /'
+  next_steps envoy/envoy.yaml "--path /api/items/4 -H 'x-user-id: user-4'"
+}
+
+# What to try next, on the config the demo ran: the command, built from the same code.
+next_steps() { # config, explain arguments
+  echo
+  echo "==> next: ask the filter's own code what it does with a request, without an Envoy"
+  echo "    cargo run --release --bin traffic-mirror -- explain $1 $2"
+  echo "    (config: $1; the README's quick start, and docs/command.md for check, explain and sample)"
 }
 
 demo_lanes() {
@@ -122,6 +132,7 @@ demo_lanes() {
   upstream canary 8082
   upstream beta 8083
   for port in 8081 8082 8083; do wait_for "http://127.0.0.1:$port/" "upstream on :$port"; done
+  echo "==> Envoy with envoy/lanes.yaml: listener 127.0.0.1:10000, stable :8081, canary :8082, beta :8083"
   start_envoy envoy/lanes.yaml
 
   echo "==> $users users (x-user-id: user-1..user-$users), $rounds rounds; each request on a"
@@ -167,6 +178,7 @@ demo_lanes() {
   echo
   echo "==> the plugin's stats (admin /stats)"
   curl -fsS "http://127.0.0.1:9901/stats?filter=^wasmcustom" | sed 's/^/    /'
+  next_steps envoy/lanes.yaml "--path /shop/1/6 -H 'x-user-id: user-6'"
 }
 
 "demo_$MODE"
