@@ -27,6 +27,9 @@ cargo clippy --target wasm32-wasip1 --lib -- -D warnings
 step "unit tests, native (the library and the command)"
 cargo test --lib --bins
 
+step "documentation: every relative link and #anchor in README.md, CONTRIBUTING.md, CHANGELOG.md and docs/ resolves"
+cargo test --test docs
+
 step "unit tests, wasm32 (Node, wasm-bindgen-test)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   cargo test --target wasm32-unknown-unknown --lib
@@ -60,6 +63,17 @@ step "shipped Envoy configs in a real Envoy: traffic_mirror_<name>{target=...} o
 
 step "OCI image: scripts/package-oci.sh -> skopeo -> local registry -> pull, byte for byte"
 bash tests/deploy/oci_roundtrip.sh
+
+step "release artifacts: scripts/release.sh (module, command, OCI tar, SHA256SUMS), the module reproducible from a copy elsewhere"
+bash scripts/release.sh --check-reproducible --out target/dist-check
+(cd target/dist-check && python3 - <<'PY'
+import hashlib
+for line in open("SHA256SUMS"):
+    digest, name = line.split()
+    assert hashlib.sha256(open(name, "rb").read()).hexdigest() == digest, name
+print("SHA256SUMS verified")
+PY
+)
 
 # The end-to-end suite on every pinned Envoy; a failure names the version.
 for version in "$ENVOY_VERSION" $OLDER_ENVOY_VERSIONS; do

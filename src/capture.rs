@@ -1,5 +1,5 @@
-//! One request's way through the plan, as the specification orders it: loop guard,
-//! match, sampling, body cap. A request that is not mirrored leaves at the first check
+//! One request's way through the plan, as the specification (docs/specification.md)
+//! orders it: loop guard, match, sampling, body cap. A request that is not mirrored leaves at the first check
 //! that fails, having copied nothing; a sampled one is captured here (headers at once,
 //! body chunk by chunk as it flows on to the upstream) until it is complete.
 

@@ -67,7 +67,7 @@ pub struct LaneDecision {
 }
 
 impl Lanes {
-    /// The lane of a bucket (the normative rule).
+    /// The lane of a bucket (the normative rule, docs/specification.md).
     pub fn lane_of(&self, bucket: u32) -> Option<usize> {
         self.ends
             .iter()
@@ -143,7 +143,8 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    /// The specification's example: canary 5 %, beta 10 %, stable for everyone else.
+    /// The specification's example (docs/specification.md): canary 5 %, beta 10 %,
+    /// stable for everyone else.
     fn lanes(extra: &str) -> Lanes {
         lanes_with(
             r#"[{"lane": "canary", "percent": 5}, {"lane": "beta", "percent": 10}]"#,

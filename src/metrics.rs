@@ -1,6 +1,7 @@
 //! Metric names and the small trait the shell implements to record them.
 
-/// The per-target counters of the specification, in the order of its table.
+/// The per-target counters of the specification (docs/specification.md), in the order
+/// of their table in docs/metrics.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
     Requests,

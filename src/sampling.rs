@@ -1,4 +1,4 @@
-//! The sampling key and the normative decision rule:
+//! The sampling key and the normative decision rule (docs/specification.md):
 //!
 //! ```text
 //! bucket    = XXH64(salt ++ ":" ++ key, seed 0) mod 1_000_000

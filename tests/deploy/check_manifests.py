@@ -60,7 +60,7 @@ DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 # The failure policy every shipped Envoy config sets, and the Istio failStrategy that
-# istiod renders as it (the README says why this one).
+# istiod renders as it (docs/operations.md says why this one).
 FAILURE_POLICY = "FAIL_OPEN"
 FAIL_STRATEGY = "FAIL_OPEN"
 # Istio's mapping of failStrategy to Envoy's failure_policy (Istio 1.25 and later).
@@ -379,7 +379,7 @@ def cel_errors(schema, value, path):
 
 
 def project_errors(doc):
-    """This project's choices for its WasmPlugins (the README explains each)."""
+    """This project's choices for its WasmPlugins (docs/istio.md explains each)."""
     spec = doc.get("spec", {})
     errors = []
     if spec.get("failStrategy") != FAIL_STRATEGY:

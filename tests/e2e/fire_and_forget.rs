@@ -197,7 +197,7 @@ fn broken_mirrors_add_no_error_and_each_copy_end_is_counted_by_status_class() {
         wait_settled(&envoy, target);
         assert_counters(&envoy, target, counters);
     }
-    // Envoy's own answers, told apart by the mirror cluster's stats (as the README says):
+    // Envoy's own answers, told apart by the mirror cluster's stats (as docs/metrics.md says):
     // a refused connection, a copy past timeout_ms, a copy past the circuit breakers.
     let cluster = |name: &str, stat: &str| envoy.stat(&format!("cluster.{name}.{stat}"));
     assert_eq!(cluster("dead", "upstream_cx_connect_fail"), n);

@@ -24,9 +24,9 @@ const MAX_IN_FLIGHT_BYTES: u64 = 64 * MIB;
 const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// What Envoy's own memory varies by between two runs of the same load, on top of the
 /// budgets, and what each copy in flight costs Envoy beyond its counted bytes (its
-/// stream, its upstream connection): the README's bound, measured here.
+/// stream, its upstream connection): the bound of docs/operations.md, measured here.
 const SLACK: u64 = 24 * MIB;
-/// The bound the README states for one worker with the defaults.
+/// The bound docs/operations.md states for one worker with the defaults.
 const BOUND: u64 = MAX_BUFFERED_BYTES + MAX_IN_FLIGHT_BYTES + SLACK;
 /// No client request may take this long: a filter that waited for the mirror would.
 const CLIENT_LIMIT: Duration = Duration::from_secs(1);
