@@ -376,7 +376,13 @@ fn exit_status_says_what_went_wrong() {
         "envoy/docker-compose.yaml: holds no traffic-mirror configuration\n"
     );
     assert_eq!(run(&["check"], b"").status.code(), Some(2));
-    assert_eq!(run(&["frobnicate"], b"").status.code(), Some(2));
+    let unknown = run(&["frobnicate"], b"");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        text(&unknown.stderr).starts_with("error: unrecognized subcommand 'frobnicate'"),
+        "{}",
+        text(&unknown.stderr)
+    );
 }
 
 #[test]
