@@ -39,6 +39,9 @@ RSS_SECONDS = int(os.environ.get("BENCH_RSS_SECONDS", "30"))
 # BENCH_ONLY=noop,mirror_0,...: only these configurations, without the latency and RSS
 # runs (for a closer look at a few, with more rounds).
 ONLY = [k for k in os.environ.get("BENCH_ONLY", "").split(",") if k]
+# BENCH_INSTRUCTIONS=1: only the instructions per request under valgrind (repeatable,
+# whatever else the machine does), for every configuration counted.
+INSTRUCTIONS_ONLY = os.environ.get("BENCH_INSTRUCTIONS") == "1"
 ENVOY_CPU, LOAD_CPU = "0", "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY_BYTES = 16 * 1024
@@ -397,6 +400,22 @@ def main():
         configs = [c for c in configs if c[0] in ONLY]
     runs = {key: [] for key, *_ in configs}
     try:
+        if INSTRUCTIONS_ONLY:
+            print("Envoy instructions per request (valgrind callgrind; two measurements, each the "
+                  "difference between 3000 and 1000 keep-alive GETs):\n")
+            print("| configuration | instructions/request | × empty wasm |")
+            print("|---|---|---|")
+            counts = {}
+            for key, label, text, script in configs:
+                if key in VALGRIND_KEYS:
+                    log(f"instructions per request under valgrind: {label}")
+                    counts[key] = instructions_per_request(text, workdir)
+                    best = min(counts[key])
+                    base = min(counts["noop"]) if "noop" in counts else None
+                    ratio = f"{best / base:.3f}" if base else ""
+                    print(f"| {label} | {best:,.0f} ({' / '.join(f'{p:,.0f}' for p in counts[key])}) | {ratio} |",
+                          flush=True)
+            return
         for rep in range(REPEAT):
             for key, label, text, script in configs:
                 log(f"run {rep + 1}/{REPEAT}: {label}")

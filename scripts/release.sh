@@ -11,10 +11,12 @@
 #
 # The module is reproducible: the same commit gives the same module, byte for byte,
 # wherever the repository and Cargo's home lie (source paths are remapped, and the build
-# has its own target directory). --check-reproducible builds the module a second time
-# from a copy of the tracked files elsewhere and fails unless both are the same. The OCI
-# tar is reproducible from the module (fixed names, modes and times). Needs cargo with
-# the wasm32-wasip1 target (scripts/setup.sh demo) and python3.
+# has its own target directory). --check-reproducible builds the module a second time,
+# from a copy of the tracked files elsewhere without the command (src/bin and its
+# native-only dependencies removed), and fails unless both are the same: the module is
+# reproducible and owes nothing to the command. The OCI tar is reproducible from the
+# module (fixed names, modes and times). Needs cargo with the wasm32-wasip1 target
+# (scripts/setup.sh demo) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -33,35 +35,54 @@ version=$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)
 out=${out:-dist/traffic-mirror-$version}
 log() { printf 'release: %s\n' "$*" >&2; }
 
-# Builds the module of the tree in $1 into target directory $2; prints the module's path.
-build_module() { # source dir, target dir
+# Builds the module of the tree in $1 into target directory $2 (more cargo flags after);
+# prints the module's path.
+build_module() { # source dir, target dir, cargo flags...
   local src=$1 target=$2 registry
+  shift 2
   registry=$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd)/registry/src
   # Paths that end up in the module (panic locations of dependencies) name no directory
   # of this machine.
   (cd "$src" && CARGO_TARGET_DIR=$target \
     RUSTFLAGS="--remap-path-prefix=$src=/traffic-mirror --remap-path-prefix=$registry=/cargo" \
-    cargo build --quiet --locked --target wasm32-wasip1 --release --lib)
+    cargo build --quiet "$@" --target wasm32-wasip1 --release --lib)
   echo "$target/wasm32-wasip1/release/traffic_mirror.wasm"
 }
 
 sha256() { python3 -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$1"; }
 
 log "building the module"
-module=$(build_module "$PWD" "$PWD/target/release-build")
+module=$(build_module "$PWD" "$PWD/target/release-build" --locked)
 
 if [ -n "$check" ]; then
-  log "building it again from a copy of the tracked files elsewhere"
+  log "building it again from a copy of the tracked files elsewhere, without the command"
   copy=$(mktemp -d)
   trap 'rm -rf "$copy"' EXIT
   git ls-files -z | xargs -0 tar -cf - | tar -xf - -C "$copy"
+  rm -rf "$copy/src/bin"
+  # The command's dependencies go too: the block of the native-only ones.
+  python3 - "$copy/Cargo.toml" <<'PY'
+import sys
+path = sys.argv[1]
+out, skip = [], False
+for line in open(path).read().split("\n"):
+    if line.startswith("[target.'cfg(not(target_arch = \"wasm32\"))'.dependencies]"):
+        skip = True
+        continue
+    if skip and line.startswith("["):
+        skip = False
+    if not skip:
+        out.append(line)
+open(path, "w").write("\n".join(out))
+PY
+  if grep -q 'clap' "$copy/Cargo.toml"; then log "the copy still depends on clap"; exit 1; fi
   again=$(build_module "$copy" "$copy/target")
   first=$(sha256 "$module") second=$(sha256 "$again")
   if [ "$first" != "$second" ]; then
     log "the module is not reproducible: $first here, $second from $copy"
     exit 1
   fi
-  log "reproducible: both builds are sha256:$first"
+  log "reproducible, and the same without the command: both builds are sha256:$first"
 fi
 
 log "building the command for this host"

@@ -24,8 +24,8 @@ cargo clippy --all-targets -- -D warnings
 step "clippy, wasm32-wasip1 (the proxy-wasm ABI shell)"
 cargo clippy --target wasm32-wasip1 --lib -- -D warnings
 
-step "unit tests, native (the library and the command)"
-cargo test --lib --bins
+step "unit tests, native (the library and the command), and the lifecycle against a fake host"
+cargo test --lib --bins --test lifecycle
 
 step "documentation: every relative link and #anchor in README.md, CONTRIBUTING.md, CHANGELOG.md and docs/ resolves"
 cargo test --test docs

@@ -68,11 +68,9 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn reserves_up_to_the_limit_and_no_further() {
         let mut budget = Budget::new();
         assert!(budget.try_reserve(10, 6));
@@ -87,8 +85,7 @@ mod tests {
         assert_eq!(budget.peak(), 10);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn each_reservation_is_held_to_its_own_limit() {
         // A retiring configuration with a large budget and a new one with a small one
         // share the VM: the new one cannot reserve past its own limit.
@@ -101,8 +98,7 @@ mod tests {
         assert!(budget.try_reserve(50, 50));
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn zero_limit_holds_nothing() {
         let mut budget = Budget::new();
         assert!(budget.try_reserve(0, 0));

@@ -1,78 +1,18 @@
-//! One request's way through the plan, as the specification (docs/specification.md)
-//! orders it: loop guard, match, sampling, body cap. A request that is not mirrored leaves at the first check
-//! that fails, having copied nothing; a sampled one is captured here (headers at once,
-//! body chunk by chunk as it flows on to the upstream) until it is complete.
+//! The copies of a request being captured: decided at its headers (see
+//! [`crate::decision`]), their headers built once, the body copied chunk by chunk as it
+//! flows on to the upstream, every byte reserved in `max_buffered_bytes` before it is
+//! allocated, until the request is complete and the copies go to the limits and the host.
 
 use std::rc::Rc;
 
 use crate::budget::Budget;
-use crate::config::{OnMissingKey, Plan, Target};
+use crate::config::Plan;
 use crate::copy::copy_headers;
-use crate::matching::Mismatch;
+use crate::decision::{decide_request, Decision, Gate};
 use crate::metrics::{Counter, Metrics};
 use crate::request::RequestView;
-use crate::sampling::{bucket, is_sampled, random_bucket, with_key, Rng, SampleKey};
+use crate::sampling::Rng;
 use crate::wire;
-
-/// What one target made of a request (after the loop check).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision<'a> {
-    /// A `match` condition failed: this one.
-    NotMatched(Mismatch<'a>),
-    /// No key, and `on_missing_key` is `skip`.
-    MissingKey,
-    /// The key's bucket decided (`None`: not computed, the threshold alone decided).
-    Keyed { bucket: Option<u32>, sampled: bool },
-    /// A random draw decided (`sample_by` random, or no key with `on_missing_key`
-    /// random).
-    Drawn { sampled: bool },
-}
-
-impl Decision<'_> {
-    pub fn is_sampled(&self) -> bool {
-        matches!(
-            self,
-            Decision::Keyed { sampled: true, .. } | Decision::Drawn { sampled: true }
-        )
-    }
-}
-
-/// Whether this kind of request is ever mirrored: not `CONNECT`, not an upgrade.
-pub fn is_mirrorable(request: &mut impl RequestView) -> bool {
-    request.method() != b"CONNECT" && request.header("upgrade").is_none()
-}
-
-/// Match and sample one target. The hot path skips the hash where the threshold alone
-/// decides (0 % and 100 %); `always_hash` computes the bucket anyway, for `explain`.
-pub fn decide<'a>(
-    target: &'a Target,
-    request: &mut impl RequestView,
-    rng: &mut Rng,
-    always_hash: bool,
-) -> Decision<'a> {
-    if let Err(mismatch) = target.matcher.check(request) {
-        return Decision::NotMatched(mismatch);
-    }
-    let keyed = with_key(&target.sample_by, request, |key| {
-        if always_hash {
-            let bucket = bucket(&target.salt, key);
-            (Some(bucket), bucket < target.threshold)
-        } else {
-            (None, is_sampled(&target.salt, key, target.threshold))
-        }
-    });
-    match keyed {
-        Some((bucket, sampled)) => Decision::Keyed { bucket, sampled },
-        None if target.sample_by == SampleKey::Random
-            || target.on_missing_key == OnMissingKey::Random =>
-        {
-            Decision::Drawn {
-                sampled: random_bucket(rng.next_u64()) < target.threshold,
-            }
-        }
-        None => Decision::MissingKey,
-    }
-}
 
 /// A copy being captured: which target, and its headers, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,41 +89,42 @@ pub fn begin<R: RequestView>(
     rng: &mut Rng,
     metrics: &mut impl Metrics,
 ) -> Option<Capture> {
-    // A lanes-only configuration reads nothing more of the request.
-    if plan.targets.is_empty() || !is_mirrorable(request) {
-        return None;
-    }
-    if request.header(&plan.loop_header).is_some() {
+    let mut sampled: Vec<usize> = Vec::new();
+    let mut content_length: Option<Option<usize>> = None;
+    let gate = decide_request(
+        plan,
+        request,
+        rng,
+        false,
+        |index, target, decision, request| {
+            match decision {
+                Decision::NotMatched(_) => return,
+                Decision::MissingKey => {
+                    metrics.count(index, Counter::Requests);
+                    metrics.count(index, Counter::SkippedMissingKey);
+                    return;
+                }
+                decision => {
+                    metrics.count(index, Counter::Requests);
+                    if !decision.is_sampled() {
+                        return;
+                    }
+                    metrics.count(index, Counter::Sampled);
+                }
+            }
+            // A declared length over the cap is known now: skip before copying anything.
+            let declared = *content_length.get_or_insert_with(|| declared_length(request));
+            if declared.is_some_and(|len| len > target.max_body_bytes) {
+                metrics.count(index, Counter::SkippedBodyTooLarge);
+                return;
+            }
+            sampled.push(index);
+        },
+    );
+    if gate == Gate::Loop {
         for target in 0..plan.targets.len() {
             metrics.count(target, Counter::SkippedLoop);
         }
-        return None;
-    }
-    let mut sampled: Vec<usize> = Vec::new();
-    let mut content_length: Option<Option<usize>> = None;
-    for (index, target) in plan.targets.iter().enumerate() {
-        match decide(target, request, rng, false) {
-            Decision::NotMatched(_) => continue,
-            Decision::MissingKey => {
-                metrics.count(index, Counter::Requests);
-                metrics.count(index, Counter::SkippedMissingKey);
-                continue;
-            }
-            decision => {
-                metrics.count(index, Counter::Requests);
-                if !decision.is_sampled() {
-                    continue;
-                }
-                metrics.count(index, Counter::Sampled);
-            }
-        }
-        // A declared length over the cap is known now: skip before copying anything.
-        let declared = *content_length.get_or_insert_with(|| declared_length(request));
-        if declared.is_some_and(|len| len > target.max_body_bytes) {
-            metrics.count(index, Counter::SkippedBodyTooLarge);
-            continue;
-        }
-        sampled.push(index);
     }
     if sampled.is_empty() {
         return None;
@@ -399,7 +340,6 @@ mod tests {
     use crate::metrics::Tally;
     use crate::request::HeaderList;
     use crate::sampling::bucket;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn plan(targets: &str) -> Plan {
@@ -417,8 +357,7 @@ mod tests {
         HeaderList::new(&headers)
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn grpc_calls_are_known_by_their_content_type() {
         for (value, grpc) in [
             (&b"application/grpc"[..], true),
@@ -448,8 +387,7 @@ mod tests {
         plain.release(&mut budget);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn unsampled_request_leaves_without_a_capture() {
         let plan = plan(r#"{"name": "a", "cluster": "c", "percent": 0}"#);
         let mut tally = Tally::default();
@@ -459,8 +397,7 @@ mod tests {
         assert_eq!(tally.get(0, Counter::Sampled), 0);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn looping_request_counts_in_every_target() {
         let plan = plan(
             r#"{"name": "a", "cluster": "c", "percent": 100}, {"name": "b", "cluster": "c", "percent": 100}"#,
@@ -479,8 +416,7 @@ mod tests {
         }
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn connect_and_upgrade_requests_are_never_mirrored() {
         let plan = plan(r#"{"name": "a", "cluster": "c", "percent": 100}"#);
         let mut tally = Tally::default();
@@ -491,8 +427,7 @@ mod tests {
         assert_eq!(tally, Tally::default());
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn missing_key_is_skipped_or_drawn_at_random() {
         let plan = plan(
             r#"{"name": "skip", "cluster": "c", "percent": 100, "sample_by": {"header": "x-user"}},
@@ -518,8 +453,7 @@ mod tests {
         assert_eq!(copies[0].target, 1);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn each_key_kind_follows_the_normative_rule() {
         let cut = |salt: &str, key: &str| bucket(salt.as_bytes(), key.as_bytes()) + 1;
         for (sample_by, request_extra, salt, key) in [
@@ -557,8 +491,7 @@ mod tests {
         }
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn declared_length_over_the_cap_is_skipped_before_copying() {
         let plan = plan(
             r#"{"name": "small", "cluster": "c", "percent": 100, "max_body_bytes": 10},
@@ -576,8 +509,7 @@ mod tests {
         assert_eq!(copies[0].body.as_slice(), &[7u8; 50][..]);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn over_cap_body_is_skipped_not_truncated() {
         let plan = plan(
             r#"{"name": "small", "cluster": "c", "percent": 100, "max_body_bytes": 10},
@@ -597,8 +529,7 @@ mod tests {
         assert!(capture.finish(&mut budget, &mut tally).copies.is_empty());
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn body_read_in_chunks_is_the_same_whatever_their_sizes() {
         let plan = plan(r#"{"name": "a", "cluster": "c", "percent": 100, "max_body_bytes": 8}"#);
         let mut tally = Tally::default();
@@ -626,8 +557,7 @@ mod tests {
         assert_eq!(tally.get(0, Counter::SkippedBodyTooLarge), 1);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn abandoned_copies_are_counted_and_never_sent() {
         let plan = plan(r#"{"name": "a", "cluster": "c", "percent": 100}"#);
         let mut tally = Tally::default();
@@ -640,8 +570,7 @@ mod tests {
         assert_eq!(tally.get(0, Counter::DispatchFailed), 1);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn zero_cap_mirrors_only_bodiless_requests() {
         let plan = plan(r#"{"name": "a", "cluster": "c", "percent": 100, "max_body_bytes": 0}"#);
         let mut tally = Tally::default();
@@ -654,8 +583,7 @@ mod tests {
         assert_eq!(tally.get(0, Counter::SkippedBodyTooLarge), 1);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn every_target_gets_its_own_copy_of_one_body() {
         let plan = plan(
             r#"{"name": "a", "cluster": "c", "percent": 100, "headers": {"set": {"x-t": "a"}}},
@@ -681,8 +609,7 @@ mod tests {
         assert!(has(1, "x-traffic-mirror", "b"));
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn unmatched_request_is_not_counted() {
         let plan = plan(
             r#"{"name": "a", "cluster": "c", "percent": 100, "match": {"methods": ["POST"]}}"#,
@@ -717,8 +644,7 @@ mod tests {
         .unwrap()
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn declared_length_is_reserved_at_the_headers_and_released_once_sent() {
         let plan = budget_plan(1 << 20, 1000);
         let mut tally = Tally::default();
@@ -743,8 +669,7 @@ mod tests {
         assert_eq!(budget.peak(), headers + 600);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn declared_length_that_does_not_fit_is_skipped_at_the_headers() {
         let plan = budget_plan(1000, 1000);
         let mut tally = Tally::default();
@@ -767,8 +692,7 @@ mod tests {
         assert_eq!(tally.get(0, Counter::SkippedBodyTooLarge), 0);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn body_without_length_reserves_as_it_arrives_and_is_never_truncated() {
         let plan = budget_plan(2000, 2000);
         let mut tally = Tally::default();
@@ -801,8 +725,7 @@ mod tests {
         assert_eq!(budget.held(), 0);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn joining_chunks_needs_the_body_once_more_for_the_moment_it_takes() {
         let mut tally = Tally::default();
         // Headers, then two chunks of 100: room for them, but not to join them.
@@ -838,8 +761,7 @@ mod tests {
         }
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn copies_over_their_cap_give_their_bytes_back() {
         let plan = parse(
             br#"{"targets": [
@@ -864,8 +786,7 @@ mod tests {
         assert_eq!(tally.get(1, Counter::SkippedBufferFull), 0);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn abandoned_and_incomplete_requests_give_every_byte_back() {
         let plan = budget_plan(1 << 20, 1000);
         for declared in [Some(500), None] {
@@ -898,8 +819,7 @@ mod tests {
         }
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn budget_is_shared_by_requests_and_freed_for_the_next_one() {
         let plan = budget_plan(3000, 1000);
         let mut tally = Tally::default();
@@ -936,8 +856,7 @@ mod tests {
         }
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn bodiless_request_needs_no_budget() {
         let plan = budget_plan(0, 0);
         let mut tally = Tally::default();

@@ -94,7 +94,6 @@ pub fn with_host_suffix(authority: &[u8], suffix: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::config::parse;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn target(extra: &str) -> Target {
@@ -137,8 +136,7 @@ mod tests {
             .collect()
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn copy_keeps_headers_in_order_and_adds_suffix_and_loop_header() {
         let copy = copy_headers(&request(), &target(""), "x-traffic-mirror");
         assert_eq!(
@@ -160,8 +158,7 @@ mod tests {
         );
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn header_operations_apply_to_the_copy_case_insensitively() {
         let t = target(
             r#", "headers": {"remove": ["Cookie", "X-Dup"], "set": {"X-Env": "staging", "x-new": "1"}, "redact": ["AUTHORIZATION", "x-absent"]}"#,
@@ -184,8 +181,7 @@ mod tests {
         );
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn authority_is_fixed_or_suffixed_or_kept() {
         let fixed_target = target(r#", "authority": "mirror.internal""#);
         let fixed = pairs(&copy_headers(&request(), &fixed_target, "l"));
@@ -207,8 +203,7 @@ mod tests {
         assert!(!none.iter().any(|(n, _)| n == ":authority"));
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn host_suffix_goes_before_any_port() {
         for (authority, expected) in [
             ("example.com", "example.com-shadow"),

@@ -4,9 +4,9 @@
 //! (lane assignment, loop check, match, key, hash, copy builder) on a request held in
 //! memory, so its answers are the module's.
 
-use crate::capture::{decide, is_mirrorable, Decision};
 use crate::config::{Plan, Target};
 use crate::copy::copy_headers;
+use crate::decision::{decide_request, Decision, Gate};
 use crate::lanes::How;
 use crate::matching::Mismatch;
 use crate::metrics::Tally;
@@ -107,30 +107,37 @@ pub fn explain(plan: &Plan, request: &mut HeaderList) -> Explanation {
             (kept, detail)
         }
     };
-    let mirrorable = is_mirrorable(request);
-    let looping = request.header(&plan.loop_header).is_some();
+    // The filter's own steps, the hash computed for every keyed target.
+    let mut decided = Vec::with_capacity(plan.targets.len());
+    let gate = decide_request(plan, request, &mut rng, true, |_, target, decision, _| {
+        decided.push(verdict(target, decision))
+    });
     let pairs_map = request.header_map();
     let pairs = wire::parse(&pairs_map).unwrap_or_default();
     let targets = plan
         .targets
         .iter()
-        .map(|target| {
-            let (mirrored, reason, detail, bucket) = if !mirrorable {
-                (
+        .enumerate()
+        .map(|(index, target)| {
+            let (mirrored, reason, detail, bucket) = match gate {
+                Gate::NotMirrorable => (
                     Some(false),
                     Reason::NoMatch,
                     "CONNECT and upgrade requests are never mirrored".to_string(),
                     None,
-                )
-            } else if looping {
-                (
+                ),
+                Gate::Loop => (
                     Some(false),
                     Reason::Loop,
                     format!("the request carries {}", plan.loop_header),
                     None,
-                )
-            } else {
-                verdict(target, request, &mut rng)
+                ),
+                Gate::Open => decided.get(index).cloned().unwrap_or((
+                    Some(false),
+                    Reason::NoMatch,
+                    String::new(),
+                    None,
+                )),
             };
             let copy = (mirrored != Some(false)).then(|| {
                 let headers = copy_headers(&pairs, target, &plan.loop_header);
@@ -158,13 +165,10 @@ pub fn explain(plan: &Plan, request: &mut HeaderList) -> Explanation {
     }
 }
 
-fn verdict(
-    target: &Target,
-    request: &mut HeaderList,
-    rng: &mut Rng,
-) -> (Option<bool>, Reason, String, Option<u32>) {
+/// One target's decision, in words.
+fn verdict(target: &Target, decision: Decision<'_>) -> (Option<bool>, Reason, String, Option<u32>) {
     let key = key_name(&target.sample_by);
-    match decide(target, request, rng, true) {
+    match decision {
         Decision::NotMatched(mismatch) => (
             Some(false),
             Reason::NoMatch,

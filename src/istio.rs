@@ -51,11 +51,9 @@ fn go_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn rendered_compact_sorted_with_integral_doubles_and_html_escapes() {
         let value = serde_json::json!({"z": [true, null, "a<b>&c\u{2028}"], "b": 0.5, "a": 10.0, "n": 1048576});
         assert_eq!(

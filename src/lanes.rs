@@ -86,8 +86,19 @@ impl Lanes {
                 };
             }
         }
-        let how = match with_key(&self.sample_by, request, |key| bucket(&self.salt, key)) {
-            Some(bucket) => How::Hashed { bucket },
+        match with_key(&self.sample_by, request, |key| bucket(&self.salt, key)) {
+            Some(bucket) => self.decision(How::Hashed { bucket }),
+            None => self.decide_key(None, rng),
+        }
+    }
+
+    /// The lane of a key (`None`: missing, which gets the default lane or a random one).
+    /// (The command's `sample --lanes` decides its keys with this.)
+    pub fn decide_key(&self, key: Option<&[u8]>, rng: &mut Rng) -> LaneDecision {
+        let how = match key {
+            Some(key) => How::Hashed {
+                bucket: bucket(&self.salt, key),
+            },
             None => match self.on_missing_key {
                 LaneOnMissingKey::Default => How::MissingKey,
                 LaneOnMissingKey::Random => How::Random {
@@ -95,6 +106,10 @@ impl Lanes {
                 },
             },
         };
+        self.decision(how)
+    }
+
+    fn decision(&self, how: How) -> LaneDecision {
         let lane = match how {
             How::Hashed { bucket } | How::Random { bucket } => self.lane_of(bucket),
             How::MissingKey | How::Kept => self.default,
@@ -140,7 +155,6 @@ mod tests {
     use crate::config::parse;
     use crate::metrics::Tally;
     use crate::request::HeaderList;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
     /// The specification's example (docs/specification.md): canary 5 %, beta 10 %,
@@ -184,8 +198,7 @@ mod tests {
         ("user-10", 897_130, "stable"),
     ];
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn users_land_where_the_normative_rule_puts_them() {
         let lanes = lanes("");
         assert_eq!(lanes.names, ["canary", "beta", "stable"]);
@@ -207,8 +220,7 @@ mod tests {
         }
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn each_range_starts_where_the_last_one_ended() {
         // 12.5 %, 0 %, 37.4999 %, 0.0001 %: bounds at 125000, 125000, 499999, 500000.
         let lanes = lanes_with(
@@ -238,8 +250,7 @@ mod tests {
         assert_eq!(full.lane_of(999_999).and_then(|l| full.name(l)), Some("c"));
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn boundaries_hold_for_real_keys() {
         // A split whose first range ends exactly at user-3's bucket: user-3 is the first
         // user of the second lane, and one bucket more takes it into the first.
@@ -258,8 +269,7 @@ mod tests {
         }
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn growing_the_last_lane_only_takes_default_users() {
         let before = lanes("");
         let grown = lanes_with(
@@ -288,8 +298,7 @@ mod tests {
         assert!(shifted > moved, "{shifted}");
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn the_lane_is_written_on_the_request_and_counted() {
         let lanes = lanes("");
         let mut tally = Tally::default();
@@ -316,8 +325,7 @@ mod tests {
         assert_eq!(tally.lane(1, LaneStat::Assigned), 0);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn without_a_default_lane_the_header_is_removed() {
         let json = r#"{"lanes": {"header": "x-lane", "sample_by": {"cookie": "uid"}, "salt": "s",
                        "split": [{"lane": "canary", "percent": 0}]}}"#;
@@ -330,8 +338,7 @@ mod tests {
         assert_eq!(tally, Tally::default());
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn keep_incoming_keeps_a_non_empty_lane_and_counts_only_known_ones() {
         let lanes = lanes(r#", "keep_incoming": true"#);
         let mut tally = Tally::default();
@@ -356,8 +363,7 @@ mod tests {
         assert_eq!(tally.lane(0, LaneStat::Kept), 0);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn missing_key_drawn_at_random_follows_the_shares() {
         let lanes = lanes(r#", "on_missing_key": "random""#);
         let mut rng = Rng::new(42);
@@ -373,8 +379,7 @@ mod tests {
         assert!((16_500..17_500).contains(&counts[2]), "{counts:?}");
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn cookie_and_query_keys_are_raw_values() {
         for (sample_by, request) in [
             (

@@ -73,13 +73,11 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
     const SECOND: u64 = 1_000_000_000;
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn bucket_starts_full_with_burst_of_rate_and_refills() {
         let mut bucket = TokenBucket::new(5.0);
         let t0 = 100 * SECOND;
@@ -95,8 +93,7 @@ mod tests {
         );
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn fractional_rate_has_a_burst_of_one() {
         let mut bucket = TokenBucket::new(0.5);
         assert!(bucket.try_take(0));
@@ -106,8 +103,7 @@ mod tests {
         assert!(!bucket.try_take(SECOND));
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn in_flight_refuses_past_max_and_frees_on_release() {
         let mut slots = InFlight::new(2);
         assert!(slots.try_reserve());

@@ -154,7 +154,6 @@ mod tests {
     use super::*;
     use crate::config::parse;
     use crate::request::HeaderList;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn matcher(rules: &str) -> Match {
@@ -171,14 +170,12 @@ mod tests {
         HeaderList::new(&headers)
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn empty_match_takes_every_request() {
         assert!(Match::default().matches(&mut request("DELETE", "/", &[])));
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn path_rules_ignore_the_query() {
         let prefix = matcher(r#"{"path_prefix": "/api/"}"#);
         assert!(prefix.matches(&mut request("GET", "/api/users?x=1", &[])));
@@ -189,8 +186,7 @@ mod tests {
         assert!(!exact.matches(&mut request("GET", "/health/x", &[])));
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn methods_and_headers_must_all_hold() {
         let m = matcher(
             r#"{"methods": ["get", "POST"], "headers": {"X-Env": "prod", "x-flag": true}}"#,
@@ -207,8 +203,7 @@ mod tests {
         )));
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn hosts_match_exactly_or_any_subdomain_without_the_port() {
         let m = matcher(r#"{"hosts": ["Shop.Example.com", "*.api.example.com"]}"#);
         let host = |authority: &str| request("GET", "/", &[(":authority", authority.as_bytes())]);
@@ -237,8 +232,7 @@ mod tests {
         );
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn excluded_prefixes_win_over_everything_else() {
         let m =
             matcher(r#"{"path_prefix": "/", "exclude_path_prefixes": ["/health", "/internal/"]}"#);
@@ -254,8 +248,7 @@ mod tests {
         assert!(m.matches(&mut request("GET", "/internal", &[])));
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn the_first_failed_condition_is_named() {
         let m = matcher(
             r#"{"methods": ["GET"], "path_prefix": "/api/", "path_exact": "/api/a", "headers": {"x-a": "1", "x-b": true}}"#,
@@ -290,8 +283,7 @@ mod tests {
         );
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn host_loses_its_port_but_not_its_brackets() {
         assert_eq!(host_without_port(b"a.example:8080"), b"a.example");
         assert_eq!(host_without_port(b"a.example"), b"a.example");
@@ -301,8 +293,7 @@ mod tests {
         assert_eq!(host_without_port(b"a:"), b"a");
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn path_without_query_cuts_at_query_or_fragment() {
         assert_eq!(path_without_query(b"/a?b#c"), b"/a");
         assert_eq!(path_without_query(b"/a#c"), b"/a");

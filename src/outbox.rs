@@ -230,7 +230,6 @@ mod tests {
     use super::*;
     use crate::config::parse;
     use crate::metrics::Tally;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn outbox(top: &str, extra: &str) -> Outbox {
@@ -257,8 +256,7 @@ mod tests {
         out.admit(0, 100, budget, || 0, tally)
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn every_sent_copy_ends_in_exactly_one_response_counter() {
         let mut out = outbox("", "");
         let mut budget = Budget::new();
@@ -297,8 +295,7 @@ mod tests {
         assert_eq!(budget.held(), 0, "every byte comes back");
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn an_ended_call_counts_its_grpc_status_and_its_latency() {
         let mut out = outbox("", "");
         let mut budget = Budget::new();
@@ -334,8 +331,7 @@ mod tests {
         assert_eq!(budget.held(), 0);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn in_flight_limit_drops_and_counts_and_frees_on_end() {
         let mut out = outbox("", r#", "max_in_flight": 2"#);
         let mut budget = Budget::new();
@@ -355,8 +351,7 @@ mod tests {
         out.refused(third, &mut budget, &mut tally);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn in_flight_bytes_count_headers_body_and_room_for_the_answer() {
         // Room for two copies of 100 bytes with 400 for each answer, not three.
         let mut out = outbox(
@@ -390,8 +385,7 @@ mod tests {
         assert_eq!(tally.get(0, Counter::SkippedInFlight), 3);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn every_configuration_draws_on_the_one_budget_within_its_own_limit() {
         // A retiring configuration with a large limit holds bytes; the new one, with a
         // smaller limit, sees them.
@@ -412,8 +406,7 @@ mod tests {
         assert!(new.admit(0, 1000, &mut budget, || 0, &mut tally).is_some());
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn a_deleted_root_gives_its_calls_bytes_back() {
         let mut out = outbox("", "");
         let mut budget = Budget::new();
@@ -428,8 +421,7 @@ mod tests {
         assert_eq!(out.calls_in_flight(), 0);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn rate_limit_drops_and_counts_and_asks_the_clock_only_when_set() {
         let mut budget = Budget::new();
         let mut unlimited = outbox("", "");

@@ -26,9 +26,15 @@ pub enum SampleKey {
     Random,
 }
 
-/// The bucket threshold for a percentage in 0..=100 (IEEE-754 double, half rounds up).
+/// A percentage in buckets, before any clamping: `floor(percent * 10_000 + 0.5)` (an
+/// IEEE-754 double, half rounds up).
+pub fn scaled(percent: f64) -> f64 {
+    (percent * 10_000.0 + 0.5).floor()
+}
+
+/// The bucket threshold for a percentage in 0..=100 ([`scaled`], within 0..=1_000_000).
 pub fn threshold(percent: f64) -> u32 {
-    let t = (percent * 10_000.0 + 0.5).floor();
+    let t = scaled(percent);
     if t <= 0.0 {
         0
     } else if t >= BUCKETS as f64 {
@@ -150,7 +156,6 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
     /// Reference values from an independent XXH64 implementation (Python `xxhash`):
@@ -169,8 +174,7 @@ mod tests {
         ),
     ];
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn bucket_matches_reference_xxh64_vectors() {
         for &(salt, key, hash, expected) in VECTORS {
             let joined = format!("{salt}:{key}");
@@ -183,8 +187,7 @@ mod tests {
         }
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn threshold_rounds_half_up_at_one_in_a_million() {
         for (percent, expected) in [
             (0.0, 0),
@@ -200,8 +203,7 @@ mod tests {
         }
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn decision_is_bucket_below_threshold() {
         // staging:user-1 is in bucket 349061.
         assert!(!is_sampled(b"staging", b"user-1", 349_061));
@@ -210,8 +212,7 @@ mod tests {
         assert!(is_sampled(b"staging", b"user-2", 1_000_000));
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn raising_percent_only_adds_keys() {
         let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
         let picked = |p: f64| -> Vec<bool> {
@@ -229,8 +230,7 @@ mod tests {
         assert!((500..700).contains(&n_high), "{n_high}");
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn cookie_values_are_raw_and_empty_is_missing() {
         let header = b"a=1; uid=abc%20d ;  other=x;flag; empty=; q=\"v\"";
         assert_eq!(cookie_value(header, "uid"), Some(&b"abc%20d"[..]));
@@ -247,8 +247,7 @@ mod tests {
         );
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn query_values_are_raw_undecoded_and_empty_is_missing() {
         let path = b"/p?x=1&sid=a%2Fb&empty=&flag&sid=second#frag";
         assert_eq!(query_value(path, "sid"), Some(&b"a%2Fb"[..]));
@@ -262,8 +261,7 @@ mod tests {
         assert_eq!(query_value(b"/p?a=1#x=2", "x"), None);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn random_draws_spread_over_buckets() {
         let mut rng = Rng::new(42);
         let hits = (0..10_000)

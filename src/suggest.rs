@@ -43,13 +43,11 @@ fn edits(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
     const TARGET: &[&str] = &["name", "cluster", "percent", "sample_by", "max_in_flight"];
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn a_misspelt_name_finds_the_one_meant() {
         assert_eq!(closest("precent", TARGET), Some("percent"));
         assert_eq!(closest("clustre", TARGET), Some("cluster"));
@@ -63,8 +61,7 @@ mod tests {
         );
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn a_name_far_from_every_known_one_finds_none() {
         assert_eq!(closest("colour", TARGET), None);
         assert_eq!(closest("", TARGET), None);

@@ -70,11 +70,9 @@ fn len_u32(len: usize) -> [u8; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn round_trips_raw_bytes_in_order() {
         let pairs: Vec<Pair> = vec![
             (b":method", b"GET"),
@@ -87,8 +85,7 @@ mod tests {
         assert_eq!(parse(&bytes).unwrap(), pairs);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn layout_is_the_proxy_wasm_one() {
         let bytes = serialize(&[(b"ab", b"c")]);
         assert_eq!(
@@ -99,8 +96,7 @@ mod tests {
         assert_eq!(parse(&[]).unwrap(), vec![]);
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn malformed_maps_are_refused_not_panicked_on() {
         let good = serialize(&[(b"ab", b"c")]);
         // Every cut short of the value itself is refused (a missing final NUL is not).

@@ -1,22 +1,22 @@
-//! The whole request path over arbitrary requests: headers (names, values, cookies,
-//! queries, `:path`), body chunks, and the copy builder, for a plan that uses every
-//! key kind, match rule and header operation, with a small `max_buffered_bytes` that
-//! another request already partly holds, and a small `max_in_flight_bytes` that calls
-//! already in flight partly hold. Never panics, never copies more than the cap, never
-//! holds more than either budget, gives every byte back, and every sampled request is
-//! accounted for exactly once, also when it ends before it is complete.
+//! The whole request path over arbitrary requests, through the filter's own lifecycle
+//! (`Contexts`, driven as Envoy drives it, against the fake host): headers (names,
+//! values, cookies, queries, `:path`), body chunks, a request that ends before it is
+//! complete, the copies sent, refused or answered. The plan uses every key kind, match
+//! rule and header operation, with a small `max_buffered_bytes` and a small
+//! `max_in_flight_bytes` that another request and its copy already partly hold. Never
+//! panics, never copies more than the cap, never holds more than either budget, gives
+//! every byte back, and every sampled request and every copy is accounted for exactly
+//! once.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
-use traffic_mirror::budget::Budget;
-use traffic_mirror::capture::begin;
 use traffic_mirror::config::{parse, Plan};
-use traffic_mirror::lanes::How;
+use traffic_mirror::fake_host::{FakeAnswer, FakeHost};
+use traffic_mirror::host::Refusal;
+use traffic_mirror::lifecycle::{Contexts, Worker};
 use traffic_mirror::metrics::{Counter, Tally};
-use traffic_mirror::outbox::Outbox;
 use traffic_mirror::request::{HeaderList, RequestView};
-use traffic_mirror::sampling::Rng;
 use traffic_mirror::wire;
 
 const PLAN: &str = r#"{
@@ -47,10 +47,15 @@ fn plan() -> &'static Plan {
     PLAN_CELL.get_or_init(|| parse(PLAN.as_bytes()).expect("the fuzz plan is valid"))
 }
 
-// Input layout: fields separated by 0xFF. The first field seeds the random source (its
-// first byte also says how much of the budget another request holds, and its last bit
-// whether the request ends complete); then name/value pairs of headers up to an empty
-// field; the rest are body chunks (none: the request ends at its headers).
+const ROOT: u32 = 1;
+const HOLDER: u32 = 2;
+const REQUEST: u32 = 3;
+
+// Input layout: fields separated by 0xFF. The first field seeds the random source and
+// says (its first byte) how much of the budget another request holds, whether the
+// request ends complete (its last bit) and whether the host refuses calls (its second
+// last bit); then name/value pairs of headers up to an empty field; the rest are body
+// chunks (none: the request ends at its headers).
 fuzz_target!(|data: &[u8]| {
     // The host's map format, on hostile bytes: refused or parsed, never a panic.
     if let Some(pairs) = wire::parse(data) {
@@ -58,10 +63,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut fields = data.split(|&b| b == 0xFF);
     let seed = fields.next().unwrap_or_default();
-    let mut rng = Rng::new(
-        seed.iter()
-            .fold(7u64, |a, &b| a.wrapping_mul(31).wrapping_add(u64::from(b))),
-    );
     let mut headers = Vec::new();
     while let Some(name) = fields.next() {
         if name.is_empty() {
@@ -73,141 +74,155 @@ fuzz_target!(|data: &[u8]| {
             value.to_vec(),
         ));
     }
-    let mut request = HeaderList { headers };
-    let plan = plan();
-    let mut tally = Tally::default();
-    let mut budget = Budget::new();
-    let other = usize::from(seed.first().copied().unwrap_or(0)) * 16;
-    assert!(budget.try_reserve(plan.max_buffered_bytes, other));
-    let complete = seed.last().is_none_or(|b| b & 1 == 0);
     let chunks: Vec<&[u8]> = fields.collect();
     let body_len: usize = chunks.iter().map(|c| c.len()).sum();
-    // The lane first, as in the filter: what it writes is what the targets see.
+    let complete = seed.last().is_none_or(|b| b & 1 == 0);
+    let plan = plan();
+
+    let mut host = FakeHost::new();
+    let mut contexts: Contexts<Tally> = Contexts::default();
+    contexts.create(ROOT, 0);
+    // Compiled once; each input gets a fresh worker of its own, seeded by the input.
+    let seed_value = seed
+        .iter()
+        .fold(7u64, |a, &b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let worker = Worker::new(plan.clone(), Tally::default(), seed_value);
+    contexts.configure(ROOT, worker);
+
+    // Another request holds part of max_buffered_bytes, its body declared and never sent.
+    let held = usize::from(seed.first().copied().unwrap_or(0)) * 8;
+    contexts.create(HOLDER, ROOT);
+    let length = held.to_string();
+    let mut holder = HeaderList::new(&[
+        (":method", b"POST"),
+        (":path", b"/"),
+        (":authority", b"h"),
+        ("x-lane", b"canary"),
+        ("content-length", length.as_bytes()),
+    ]);
+    contexts.request_headers(HOLDER, &mut holder, false, &mut host);
+
+    if seed.len() > 1 && seed.last().is_some_and(|b| b & 2 != 0) {
+        host.refuse = Some(Refusal::InternalFailure);
+    }
+    contexts.create(REQUEST, ROOT);
+    let mut request = HeaderList { headers };
+    let incoming_lane = request.header("x-lane");
+    contexts.request_headers(
+        REQUEST,
+        &mut request,
+        chunks.is_empty() && complete,
+        &mut host,
+    );
+    // The lane written on the request, as routes see it.
     if let Some(lanes) = &plan.lanes {
-        let decision = lanes.assign(&mut request, &mut rng, &mut tally);
-        let header = request.header(&lanes.header);
-        match decision.lane.and_then(|l| lanes.name(l)) {
-            Some(name) if decision.how != How::Kept => {
-                assert_eq!(header.as_deref(), Some(name.as_bytes()))
-            }
-            None if decision.how != How::Kept => assert_eq!(header, None),
-            _ => assert!(header.is_some_and(|v| !v.is_empty())),
+        let lane = request.header(&lanes.header);
+        let kept = incoming_lane.is_some_and(|v| !v.is_empty()) && lanes.keep_incoming;
+        if !kept {
+            assert!(lane.is_some_and(|v| lanes.names.iter().any(|n| n.as_bytes() == v)));
         }
     }
-    let copies = match begin(plan, &mut request, &mut rng, &mut tally) {
-        None => Vec::new(),
-        Some(mut capture) => {
-            if !chunks.is_empty() {
-                capture.hold(&mut budget, &mut tally);
-            }
-            for (i, chunk) in chunks.iter().enumerate() {
-                // Both ways a chunk comes in: borrowed, or as read from the host.
-                if i % 2 == 0 {
-                    capture.add_body_chunk(chunk.to_vec(), &mut budget, &mut tally);
-                } else {
-                    capture.add_body(chunk, &mut budget, &mut tally);
-                }
-                assert!(budget.held() <= plan.max_buffered_bytes);
-                assert!(budget.held() >= other + capture.reserved());
-            }
-            if complete {
-                let finished = capture.finish(&mut budget, &mut tally);
-                let copies = finished.copies.clone();
-                finished.release(&mut budget);
-                copies
-            } else {
-                capture.end_incomplete(&mut budget, &mut tally);
-                Vec::new()
-            }
-        }
-    };
-    assert!(
-        budget.peak() <= plan.max_buffered_bytes,
-        "never past the budget"
-    );
-    assert_eq!(budget.held(), other, "every byte given back");
-    let mut outbox = Outbox::new(plan);
-    // Calls of other requests already in flight hold part of max_in_flight_bytes.
-    let mut in_flight = Budget::new();
-    let others = usize::from(seed.get(1).copied().unwrap_or(0)) * 23;
-    assert!(in_flight.try_reserve(plan.max_in_flight_bytes, others));
-    let mut open = Vec::new();
-    let mut calls = 0usize;
-    for copy in &copies {
-        let target = &plan.targets[copy.target];
-        assert!(copy.body.len() <= target.max_body_bytes);
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = complete && i == chunks.len() - 1;
+        let bytes = chunk.to_vec();
+        contexts.request_body(REQUEST, chunk.len(), last, |_| Some(bytes), &mut host);
+        let budgets = contexts.budgets();
+        assert!(budgets.buffered.held() <= plan.max_buffered_bytes);
+    }
+    contexts.delete(REQUEST);
+
+    for call in &host.sent {
+        let (index, target) = plan
+            .targets
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.cluster == call.cluster)
+            .expect("a target's cluster");
+        assert!(call.body.len() <= target.max_body_bytes);
         assert_eq!(
-            copy.body.len(),
+            call.body.len(),
             body_len,
             "a copy's body is never truncated"
         );
-        let headers = wire::parse(&copy.headers).expect("the copy's map is well formed");
-        let loops: Vec<_> = headers
+        assert_eq!(call.timeout_ms, target.timeout_ms);
+        let loops: Vec<_> = call
+            .headers
             .iter()
-            .filter(|(n, _)| *n == plan.loop_header.as_bytes())
+            .filter(|(n, _)| n == plan.loop_header.as_bytes())
             .collect();
-        assert_eq!(loops.len(), 1);
+        assert_eq!(loops.len(), 1, "target {index}");
         assert_eq!(loops[0].1, target.name.as_bytes());
         for name in &target.header_ops.remove {
-            assert!(!headers
+            assert!(!call
+                .headers
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())));
         }
-        // Through the limits and a call's whole life: every admitted copy ends once,
-        // the later ones of this request while the earlier ones are still in flight.
-        let bytes = copy.headers.len() + copy.body.len();
-        if let Some(admitted) = outbox.admit(copy.target, bytes, &mut in_flight, || 0, &mut tally) {
-            assert!(in_flight.held() <= plan.max_in_flight_bytes);
-            let token = u32::try_from(calls).unwrap_or(u32::MAX);
-            calls += 1;
-            if seed.last().is_some_and(|b| b & 2 != 0) {
-                outbox.refused(admitted, &mut in_flight, &mut tally);
-            } else {
-                outbox.sent(token, admitted, copy.grpc, 7, &mut tally);
-                open.push(token);
-            }
-        }
     }
-    for token in open {
-        let call = outbox
-            .end(token, &mut in_flight)
-            .expect("a call in flight ends");
-        let _ = call.count(seed.get(..3), seed.get(1..3), 5, &mut tally);
-        assert!(
-            outbox.end(token, &mut in_flight).is_none(),
-            "a call ends once"
-        );
-    }
+    let budgets = contexts.budgets();
     assert!(
-        in_flight.peak() <= plan.max_in_flight_bytes,
+        budgets.buffered.peak() <= plan.max_buffered_bytes,
+        "never past the budget"
+    );
+    assert!(
+        budgets.in_flight.peak() <= plan.max_in_flight_bytes,
         "never past max_in_flight_bytes"
     );
-    assert_eq!(in_flight.held(), others, "every in-flight byte given back");
+    // Every copy's end, with statuses from the seed, also none at all.
+    for (i, call) in host.sent.clone().iter().enumerate() {
+        let status = seed.get(i % seed.len().max(1)).copied().unwrap_or(0);
+        let mut answer = match status % 4 {
+            0 => FakeAnswer::none(),
+            1 => FakeAnswer::status(200).trailer("grpc-status", &(status % 20).to_string()),
+            2 => FakeAnswer::status(503),
+            _ => FakeAnswer::status(u16::from(status)),
+        };
+        let trailers = answer.trailers.len();
+        contexts.call_answered(
+            ROOT,
+            call.token,
+            &mut answer,
+            usize::from(status),
+            trailers,
+            &mut host,
+        );
+        let mut again = FakeAnswer::status(200);
+        contexts.call_answered(ROOT, call.token, &mut again, 0, 0, &mut host);
+    }
+    contexts.delete(HOLDER);
+    let budgets = contexts.budgets();
+    assert_eq!(budgets.buffered.held(), 0, "every byte given back");
+    assert_eq!(
+        budgets.in_flight.held(),
+        0,
+        "every in-flight byte given back"
+    );
+    let tally = &contexts.root(ROOT).expect("configured").metrics;
     for (index, _) in plan.targets.iter().enumerate() {
-        let sampled = tally.get(index, Counter::Sampled);
-        let copied = copies.iter().filter(|c| c.target == index).count() as u64;
-        // Where every sampled request ended; the copied ones went through the outbox.
         let outcomes: u64 = Counter::SAMPLED_OUTCOMES
             .iter()
             .map(|&c| tally.get(index, c))
             .sum();
-        let through_outbox = tally.get(index, Counter::Dispatched)
-            + tally.get(index, Counter::DispatchFailed)
-            + tally.get(index, Counter::SkippedInFlight)
-            + tally.get(index, Counter::SkippedRateLimited);
-        assert_eq!(through_outbox, copied);
-        assert_eq!(sampled, outcomes);
-        assert!(tally.get(index, Counter::Sampled) <= tally.get(index, Counter::Requests));
         let ended: u64 = Counter::RESPONSES
             .iter()
             .map(|&c| tally.get(index, c))
             .sum();
-        assert_eq!(ended, tally.get(index, Counter::Dispatched));
+        assert_eq!(
+            tally.get(index, Counter::Sampled),
+            outcomes,
+            "target {index}"
+        );
+        assert_eq!(
+            tally.get(index, Counter::Dispatched),
+            ended,
+            "each copy ends once"
+        );
         assert_eq!(
             tally.latencies(index).len() as u64,
             ended,
             "every end timed"
         );
+        assert!(tally.get(index, Counter::Sampled) <= tally.get(index, Counter::Requests));
         assert_eq!(tally.in_flight(index), 0);
     }
 });

@@ -4,8 +4,9 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use traffic_mirror::config::Plan;
-use traffic_mirror::lanes::LaneOnMissingKey;
-use traffic_mirror::sampling::{bucket, is_sampled, SampleKey};
+use traffic_mirror::decision::{decide_key, Decision};
+use traffic_mirror::lanes::How;
+use traffic_mirror::sampling::{Rng, SampleKey};
 
 use crate::explain::one_plan;
 
@@ -73,9 +74,14 @@ fn sample_target(plan: &Plan, name: Option<&str>, keys: &[Vec<u8>]) -> u8 {
     }
     let mut out = std::io::stdout().lock();
     let mut mirrored = 0usize;
+    // Random draws (a missing key under on_missing_key random) are made per request:
+    // such a key is not listed.
+    let mut rng = Rng::new(0);
     for key in keys {
-        // An empty key is missing: never mirrored by its hash.
-        if !key.is_empty() && is_sampled(&target.salt, key, target.threshold) {
+        // An empty key is missing.
+        let present = (!key.is_empty()).then_some(key.as_slice());
+        let decision = decide_key(target, present, &mut rng, false);
+        if matches!(decision, Decision::Keyed { sampled: true, .. }) {
             mirrored += 1;
             let _ = out.write_all(key);
             let _ = out.write_all(b"\n");
@@ -99,15 +105,12 @@ fn sample_lanes(plan: &Plan, keys: &[Vec<u8>]) -> u8 {
     let mut out = std::io::stdout().lock();
     let mut counts = vec![0usize; lanes.names.len()];
     let (mut none, mut random) = (0usize, 0usize);
+    let mut rng = Rng::new(0);
     for key in keys {
-        let lane = if key.is_empty() {
-            match lanes.on_missing_key {
-                LaneOnMissingKey::Default => Some(lanes.default),
-                LaneOnMissingKey::Random => None,
-            }
-        } else {
-            Some(lanes.lane_of(bucket(&lanes.salt, key)))
-        };
+        let present = (!key.is_empty()).then_some(key.as_slice());
+        let decision = lanes.decide_key(present, &mut rng);
+        // A lane drawn at random is drawn per request: not this key's.
+        let lane = (!matches!(decision.how, How::Random { .. })).then_some(decision.lane);
         let _ = out.write_all(key);
         let _ = out.write_all(b"\t");
         match lane {

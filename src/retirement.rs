@@ -46,11 +46,9 @@ impl Retirement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn root_with_nothing_in_flight_goes_at_once() {
         let mut root = Retirement::default();
         assert!(root.on_done(0));
@@ -58,8 +56,7 @@ mod tests {
         assert!(!root.on_call_ended(0), "done is said once");
     }
 
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[wasm_bindgen_test(unsupported = test)]
     fn root_with_copies_in_flight_drains_then_says_done_once() {
         let mut root = Retirement::default();
         assert!(!root.on_call_ended(0), "a serving root never says done");
