@@ -30,6 +30,9 @@ MODULE = ROOT / "target/wasm32-wasip1/release/traffic_mirror.wasm"
 # drain on configuration updates costs.
 NO_DRAIN = ROOT / "target/bench-without-drain/wasm32-wasip1/release/traffic_mirror.wasm"
 NOOP = ROOT / "benches/noop/target/wasm32-wasip1/release/noop_filter.wasm"
+# The bare mechanics of a proxy-wasm mirror (SDK: read the header map, dispatch it
+# unchanged, ignore the answer): the floor for a mirrored request.
+BARE = ROOT / "benches/bare-mirror/target/wasm32-wasip1/release/bare_mirror.wasm"
 UPSTREAM = ROOT / "target/release/examples/upstream"
 DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
@@ -42,10 +45,38 @@ ONLY = [k for k in os.environ.get("BENCH_ONLY", "").split(",") if k]
 # BENCH_INSTRUCTIONS=1: only the instructions per request under valgrind (repeatable,
 # whatever else the machine does), for every configuration counted.
 INSTRUCTIONS_ONLY = os.environ.get("BENCH_INSTRUCTIONS") == "1"
+# Requests counted under valgrind: COUNTED and 3 x COUNTED, their difference divided.
+COUNTED = int(os.environ.get("BENCH_COUNTED", "1000"))
 ENVOY_CPU, LOAD_CPU = "0", "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY_BYTES = 16 * 1024
-
+# A request as a browser sends it behind a gateway: about 20 headers, 1.5 KB, cookies,
+# an x-request-id and x-forwarded-*. (wrk's own request has 2 headers.) Reading the
+# header map once versus looking headers up one by one costs differently on each.
+BROWSER_HEADERS = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36",
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7",
+    "Accept-Language": "en-GB,en-US;q=0.9,en;q=0.8,de;q=0.7",
+    "Accept-Encoding": "gzip, deflate, br, zstd",
+    "Cookie": "session=8f2c1d9e4b7a6c5d3e2f1a0b9c8d7e6f; uid=user-4242; theme=dark; consent=analytics%3Dtrue%26ads%3Dfalse; "
+              "_ga=GA1.1.1234567890.1700000000; _ga_ABCDEF1234=GS1.1.1700000000.12.1.1700000300.0.0.0; "
+              "cart=%7B%22items%22%3A%5B%7B%22sku%22%3A%22A-1%22%2C%22qty%22%3A2%7D%5D%7D; ab=checkout-v2; locale=en_GB",
+    "X-Request-Id": "3f6c2b1e-8a9d-4c7e-b5f4-2d1a0e9c8b7a",
+    "X-Forwarded-For": "203.0.113.42, 198.51.100.7",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "shop.example.com",
+    "X-Forwarded-Port": "443",
+    "Referer": "https://shop.example.com/catalog/shoes?color=blue&size=42&sort=price_asc",
+    "Sec-Ch-Ua": '"Chromium";v="130", "Google Chrome";v="130", "Not?A_Brand";v="99"',
+    "Sec-Ch-Ua-Mobile": "?0",
+    "Sec-Ch-Ua-Platform": '"Linux"',
+    "Sec-Fetch-Dest": "document",
+    "Sec-Fetch-Mode": "navigate",
+    "Sec-Fetch-Site": "same-origin",
+    "Cache-Control": "max-age=0",
+    "Upgrade-Insecure-Requests": "1",
+    "Priority": "u=0, i",
+}
 
 def log(msg):
     print(f"bench: {msg}", file=sys.stderr, flush=True)
@@ -206,9 +237,9 @@ class Envoy:
                 return int(line.split()[1])
         return 0
 
-    def stats(self):
+    def stats(self, pattern="wasmcustom"):
         out = {}
-        for line in http_get(self.admin + "/stats?filter=wasmcustom").splitlines():
+        for line in http_get(self.admin + f"/stats?filter={pattern}").splitlines():
             name, _, value = line.partition(": ")
             if value.strip().isdigit():
                 out[name] = int(value)
@@ -225,8 +256,10 @@ class Envoy:
         self.log.close()
 
 
-def wrk_script(workdir, post, stop_after=None):
+def wrk_script(workdir, post, stop_after=None, headers=None):
     lua = []
+    for name, value in (headers or {}).items():
+        lua.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
     if post:
         lua.append('wrk.method = "POST"')
         lua.append(f'wrk.body = string.rep("x", {BODY_BYTES})')
@@ -236,7 +269,7 @@ def wrk_script(workdir, post, stop_after=None):
         lua.append("function response(status, headers, body)")
         lua.append(f"  n = n + 1; if n >= {stop_after} then wrk.thread:stop() end")
         lua.append("end")
-    path = Path(workdir) / ("post.lua" if post else "get.lua")
+    path = Path(workdir) / (("post" if post else "get") + ("-browser" if headers else "") + ".lua")
     if stop_after:
         path = path.with_name(f"stop{stop_after}-{path.name}")
     path.write_text("\n".join(lua) + "\n")
@@ -277,7 +310,9 @@ def summary(values):
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-VALGRIND_KEYS = ["none", "noop", "mirror_0", "mirror_0_no_drain", "lanes", "mirror_100_get", "native_get"]
+VALGRIND_KEYS = ["none", "noop", "mirror_0", "mirror_0_no_drain", "lanes", "mirror_100_get", "bare_mirror",
+                 "native_get", "noop@browser", "mirror_0@browser", "mirror_100_get@browser",
+                 "bare_mirror@browser", "native_get@browser"]
 
 
 def envoy_binary():
@@ -290,7 +325,7 @@ def envoy_binary():
     return str(path)
 
 
-def instructions_per_request(yaml_text, workdir):
+def instructions_per_request(yaml_text, workdir, headers=None):
     """Envoy's instructions per request, counted by valgrind's callgrind: deterministic
     where CPU time is noisy. Counts only while requests run, over 3000 and over 1000
     keep-alive GETs, twice, and returns the difference per request (start-up, warm-up
@@ -314,7 +349,7 @@ def instructions_per_request(yaml_text, workdir):
 
         def requests(n):
             for _ in range(n):
-                conn.request("GET", "/bench/item?id=1")
+                conn.request("GET", "/bench/item?id=1", headers=headers or {})
                 r = conn.getresponse()
                 r.read()
                 if r.status != 200:
@@ -336,8 +371,8 @@ def instructions_per_request(yaml_text, workdir):
         requests(500)  # warm-up: JIT tiers, pools, connections
         pairs = []
         for _ in range(2):
-            small, large = counted(1000), counted(3000)
-            pairs.append((large - small) / 2000)
+            small, large = counted(COUNTED), counted(3 * COUNTED)
+            pairs.append((large - small) / (2 * COUNTED))
         conn.close()
         return pairs
     finally:
@@ -379,19 +414,29 @@ def main():
         return envoy_yaml(primary.port, mirror_port or mirror.port, filters, policy)
 
     ours = lambda cfg: plugin_filter(MODULE, cfg)
+    browser_lua = wrk_script(workdir, False, headers=BROWSER_HEADERS)
+    B = BROWSER_HEADERS
+    # key, label, Envoy config, wrk script, the request's headers (None: wrk's own).
     configs = [
-        ("none", "1. no wasm filter", yaml(), get_lua),
-        ("noop", "2. empty proxy-wasm filter", yaml(plugin_filter(NOOP, None)), get_lua),
-        ("mirror_0", "3. traffic-mirror, 0 % sampled", yaml(ours(mirror_config(0))), get_lua),
+        ("none", "1. no wasm filter", yaml(), get_lua, None),
+        ("noop", "2. empty proxy-wasm filter", yaml(plugin_filter(NOOP, None)), get_lua, None),
+        ("mirror_0", "3. traffic-mirror, 0 % sampled", yaml(ours(mirror_config(0))), get_lua, None),
         ("mirror_0_no_drain", "3b. the same without the drain (no proxy_on_done)",
-         yaml(plugin_filter(NO_DRAIN, mirror_config(0))), get_lua),
+         yaml(plugin_filter(NO_DRAIN, mirror_config(0))), get_lua, None),
         ("lanes", "3c. lanes only: every request put in one of 3 lanes (header set)",
-         yaml(ours(LANES_CONFIG)), get_lua),
-        ("mirror_1", "4. traffic-mirror, 1 % sampled", yaml(ours(mirror_config(1))), get_lua),
-        ("mirror_100_get", "5. traffic-mirror, 100 %, GET", yaml(ours(mirror_config(100))), get_lua),
-        ("mirror_100_post", "6. traffic-mirror, 100 %, POST 16 KiB", yaml(ours(mirror_config(100))), post_lua),
-        ("native_get", "7. native request_mirror_policies, 100 %, GET", yaml(policy=NATIVE_MIRROR), get_lua),
-        ("native_post", "7. native request_mirror_policies, 100 %, POST 16 KiB", yaml(policy=NATIVE_MIRROR), post_lua),
+         yaml(ours(LANES_CONFIG)), get_lua, None),
+        ("mirror_1", "4. traffic-mirror, 1 % sampled", yaml(ours(mirror_config(1))), get_lua, None),
+        ("mirror_100_get", "5. traffic-mirror, 100 %, GET", yaml(ours(mirror_config(100))), get_lua, None),
+        ("bare_mirror", "5b. bare proxy-wasm mirror (SDK: map read, dispatched unchanged), 100 %, GET",
+         yaml(plugin_filter(BARE, None)), get_lua, None),
+        ("mirror_100_post", "6. traffic-mirror, 100 %, POST 16 KiB", yaml(ours(mirror_config(100))), post_lua, None),
+        ("native_get", "7. native request_mirror_policies, 100 %, GET", yaml(policy=NATIVE_MIRROR), get_lua, None),
+        ("native_post", "7. native request_mirror_policies, 100 %, POST 16 KiB", yaml(policy=NATIVE_MIRROR), post_lua, None),
+        ("noop@browser", "2. empty proxy-wasm filter, browser request", yaml(plugin_filter(NOOP, None)), browser_lua, B),
+        ("mirror_0@browser", "3. traffic-mirror, 0 % sampled, browser request", yaml(ours(mirror_config(0))), browser_lua, B),
+        ("mirror_100_get@browser", "5. traffic-mirror, 100 %, browser GET", yaml(ours(mirror_config(100))), browser_lua, B),
+        ("bare_mirror@browser", "5b. bare proxy-wasm mirror, 100 %, browser GET", yaml(plugin_filter(BARE, None)), browser_lua, B),
+        ("native_get@browser", "7. native request_mirror_policies, 100 %, browser GET", yaml(policy=NATIVE_MIRROR), browser_lua, B),
     ]
     if ONLY:
         unknown = set(ONLY) - {key for key, *_ in configs}
@@ -402,22 +447,23 @@ def main():
     try:
         if INSTRUCTIONS_ONLY:
             print("Envoy instructions per request (valgrind callgrind; two measurements, each the "
-                  "difference between 3000 and 1000 keep-alive GETs):\n")
+                  f"difference between {3 * COUNTED} and {COUNTED} keep-alive GETs):\n")
             print("| configuration | instructions/request | × empty wasm |")
             print("|---|---|---|")
             counts = {}
-            for key, label, text, script in configs:
+            for key, label, text, script, headers in configs:
                 if key in VALGRIND_KEYS:
                     log(f"instructions per request under valgrind: {label}")
-                    counts[key] = instructions_per_request(text, workdir)
+                    counts[key] = instructions_per_request(text, workdir, headers)
                     best = min(counts[key])
-                    base = min(counts["noop"]) if "noop" in counts else None
+                    floor = "noop@browser" if headers else "noop"
+                    base = min(counts[floor]) if floor in counts else None
                     ratio = f"{best / base:.3f}" if base else ""
                     print(f"| {label} | {best:,.0f} ({' / '.join(f'{p:,.0f}' for p in counts[key])}) | {ratio} |",
                           flush=True)
             return
         for rep in range(REPEAT):
-            for key, label, text, script in configs:
+            for key, label, text, script, _ in configs:
                 log(f"run {rep + 1}/{REPEAT}: {label}")
                 envoy = Envoy(text, workdir)
                 try:
@@ -425,6 +471,9 @@ def main():
                     if key.startswith("mirror_100"):
                         stats = envoy.stats()
                         assert stats.get("wasmcustom.traffic_mirror.bench.dispatched", 0) > 0, stats
+                    if key.startswith("bare_mirror"):
+                        sent = envoy.stats("cluster.mirror.upstream_rq_total")
+                        assert sent.get("cluster.mirror.upstream_rq_total", 0) > 0, sent
                 finally:
                     envoy.stop()
         if ONLY:
@@ -433,10 +482,10 @@ def main():
 
         # Instructions per request, under valgrind: the same configurations, counted.
         counts = {}
-        for key, label, text, script in configs:
+        for key, label, text, script, headers in configs:
             if key in VALGRIND_KEYS:
                 log(f"instructions per request under valgrind: {label}")
-                counts[key] = instructions_per_request(text, workdir)
+                counts[key] = instructions_per_request(text, workdir, headers)
 
         # Slow mirror vs healthy mirror, same load, side by side.
         latency = {"healthy": [], "slow": []}
@@ -523,7 +572,9 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for key, label, *_ in configs:
         c = result["configs"][key]
-        native = {"mirror_100_get": "native_get", "mirror_100_post": "native_post"}.get(key)
+        native = {"mirror_100_get": "native_get", "mirror_100_post": "native_post", "bare_mirror": "native_get",
+                  "mirror_100_get@browser": "native_get@browser",
+                  "bare_mirror@browser": "native_get@browser"}.get(key)
         vs_native = f"{cpu(key) / cpu(native):.2f}" if native else ""
         print(f"| {label} | {fmt(c['cpu_us_per_request'])} | {cpu(key) / base['none']:.2f} | "
               f"{cpu(key) / base['noop']:.2f} | {vs_native} | {fmt(c['rps'], 0)} | "
@@ -535,14 +586,29 @@ def main():
     print(f"lanes only, every request: {cpu('lanes'):.1f} µs, ×{result['ratios']['lanes_vs_mirror_0']:.3f} "
           f"the unsampled mirror (spread +{spread('lanes'):.1f} µs)")
     print("\nEnvoy instructions per request (valgrind callgrind; two measurements, each the "
-          "difference between 3000 and 1000 keep-alive GETs):\n")
+          f"difference between {3 * COUNTED} and {COUNTED} keep-alive GETs):\n")
     print("| configuration | instructions/request | × no filter | × empty wasm |")
     print("|---|---|---|---|")
     ins = {k: min(v) for k, v in counts.items()}
     for key, pairs in counts.items():
         label = result["instructions_per_request"][key]["label"]
+        floor = "noop@browser" if key.endswith("@browser") else "noop"
         print(f"| {label} | {ins[key]:,.0f} ({' / '.join(f'{p:,.0f}' for p in pairs)}) | "
-              f"{ins[key] / ins['none']:.3f} | {ins[key] / ins['noop']:.3f} |")
+              f"{ins[key] / ins['none']:.3f} | {ins[key] / ins[floor]:.3f} |")
+    print("\nAgainst the floors, both requests (instructions; CPU time beside, minimum of the rounds):\n")
+    print("| request | unsampled ÷ empty filter | 100 % mirrored ÷ bare proxy-wasm mirror | 100 % mirrored ÷ native mirror |")
+    print("|---|---|---|---|")
+    for name, sfx in (("wrk's (2 headers)", ""), ("a browser's (20 headers, 1.5 KB)", "@browser")):
+        def both(a, b):
+            return f"{ins[a + sfx] / ins[b + sfx]:.3f} (CPU {cpu(a + sfx) / cpu(b + sfx):.2f})"
+        print(f"| {name} | {both('mirror_0', 'noop')} | {both('mirror_100_get', 'bare_mirror')} | "
+              f"{both('mirror_100_get', 'native_get')} |")
+    result["floors"] = {sfx or "wrk": {
+        "unsampled_vs_empty": ins["mirror_0" + sfx] / ins["noop" + sfx],
+        "mirrored_vs_bare": ins["mirror_100_get" + sfx] / ins["bare_mirror" + sfx],
+        "mirrored_vs_native": ins["mirror_100_get" + sfx] / ins["native_get" + sfx]}
+        for sfx in ("", "@browser")}
+    (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nthe drain, counted: {ins['mirror_0'] - ins['mirror_0_no_drain']:,.0f} instructions per request, "
           f"×{ins['mirror_0'] / ins['mirror_0_no_drain']:.3f}; lanes only: ×{ins['lanes'] / ins['mirror_0']:.3f} "
           f"the unsampled mirror; 100 % GET ×{ins['mirror_100_get'] / ins['native_get']:.3f} native mirroring")

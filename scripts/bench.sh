@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): Envoy CPU per request, requests/s and client latency with
-# traffic-mirror, side by side with no filter, an empty wasm filter and Envoy's native
-# mirroring; p99 under a slow mirror; RSS under a mirror that never answers; module
-# size. Prints a markdown table and writes bench-results/latest.json.
+# traffic-mirror, side by side with no filter, an empty wasm filter, a bare proxy-wasm
+# mirror and Envoy's native mirroring, for wrk's request and a browser's; instructions
+# per request under valgrind for the same; p99 under a slow mirror; RSS under a mirror
+# that never answers; module size. Prints markdown tables and writes
+# bench-results/latest.json.
 #   BENCH_SECONDS=5 BENCH_REPEAT=3 BENCH_CONNECTIONS=16 scripts/bench.sh
+#   BENCH_INSTRUCTIONS=1 [BENCH_ONLY=noop,mirror_0,...] scripts/bench.sh   # instructions only
 # Bounded: about (8 + 2) x REPEAT x (SECONDS + 3) s plus the RSS run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +16,6 @@ cargo build --quiet --target wasm32-wasip1 --release --lib
 cargo build --quiet --target wasm32-wasip1 --release --lib --features bench-without-drain \
   --target-dir target/bench-without-drain
 (cd benches/noop && cargo build --quiet --target wasm32-wasip1 --release --lib)
+(cd benches/bare-mirror && cargo build --quiet --target wasm32-wasip1 --release --lib)
 cargo build --quiet --release --example upstream
 exec python3 scripts/bench.py
