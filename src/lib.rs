@@ -8,7 +8,7 @@
 //! [`metrics`]). Its steps: [`lanes`]; [`decision`] (the loop header, [`matching`],
 //! [`sampling`]); [`capture`] (the body, against [`budget`]); [`copy`] (the copy's
 //! headers, in the host's map format, [`wire`]); [`outbox`] (the limits, [`limits`], and
-//! the calls in flight); [`retirement`] (a replaced configuration's). [`config`] parses
+//! the calls in flight, in an [`id_map`]); [`retirement`] (a replaced configuration's). [`config`] parses
 //! and compiles the configuration, [`log_throttle`] keeps failures from flooding the log,
 //! [`suggest`] finds the name a misspelt one meant, [`explain`] tells a request's way in
 //! words for the command, [`istio`] renders a `pluginConfig` as Istio hands it over, and
@@ -25,6 +25,7 @@ pub mod explain;
 #[cfg(not(target_os = "wasi"))]
 pub mod fake_host;
 pub mod host;
+pub mod id_map;
 pub mod istio;
 pub mod lanes;
 pub mod lifecycle;

@@ -25,12 +25,11 @@
 //! translates each of Envoy's callbacks into one call of [`Contexts`], and the tests
 //! drive the same calls with a fake host ([`crate::fake_host`]).
 
-use std::collections::HashMap;
-
 use crate::budget::{Budget, Budgets};
 use crate::capture::{self, Capture, ReadyCopy};
 use crate::config::{self, Plan, ANSWER_BUFFER_RUNTIME_KEY};
 use crate::host::{Answer, Host, Level};
+use crate::id_map::IdMap;
 use crate::log_throttle::{Failure, LogThrottle};
 use crate::metrics::{grpc_status_code, Counter, Discard, Metrics};
 use crate::outbox::Outbox;
@@ -367,16 +366,16 @@ impl Request {
 /// configurations (root contexts, `None` until configured), the requests in progress
 /// (HTTP contexts, each under its root) and the budgets all of them share.
 pub struct Contexts<M> {
-    roots: HashMap<u32, Option<Worker<M>>>,
-    requests: HashMap<u32, (u32, Request)>,
+    roots: IdMap<Option<Worker<M>>>,
+    requests: IdMap<(u32, Request)>,
     budgets: Budgets,
 }
 
 impl<M> Default for Contexts<M> {
     fn default() -> Self {
         Contexts {
-            roots: HashMap::new(),
-            requests: HashMap::new(),
+            roots: IdMap::default(),
+            requests: IdMap::default(),
             budgets: Budgets::default(),
         }
     }
@@ -446,8 +445,9 @@ impl<M: Metrics> Contexts<M> {
     }
 
     /// Call `token`'s answer came to root `context` ([`Worker::answer_arrived`]).
-    /// Should it come elsewhere, the root that owns the token counts it. Returns whether
-    /// that root, replaced, has just drained: the host must be told it is done.
+    /// Should it come elsewhere, the root that owns the token counts it. Returns the root
+    /// that, replaced, has just drained with it: the host must be told that root is done
+    /// (and, once told, it goes: [`Contexts::delete`]).
     pub fn call_answered(
         &mut self,
         context: u32,
@@ -456,36 +456,44 @@ impl<M: Metrics> Contexts<M> {
         body_size: usize,
         trailers: usize,
         host: &mut impl Host,
-    ) -> bool {
-        let worker = match self.roots.get_mut(&context) {
-            Some(Some(worker)) if worker.owns_call(token) => Some(worker),
-            _ => self
-                .roots
-                .values_mut()
-                .flatten()
-                .find(|worker| worker.owns_call(token)),
+    ) -> Option<u32> {
+        let owner = match self.roots.get(&context) {
+            Some(Some(worker)) if worker.owns_call(token) => context,
+            _ => self.roots.iter().find_map(|(&id, worker)| {
+                worker
+                    .as_ref()
+                    .is_some_and(|w| w.owns_call(token))
+                    .then_some(id)
+            })?,
         };
-        let in_flight = &mut self.budgets.in_flight;
-        worker.is_some_and(|worker| {
-            worker.answer_arrived(token, answer, body_size, trailers, in_flight, host)
-        })
+        let worker = self.roots.get_mut(&owner)?.as_mut()?;
+        worker
+            .answer_arrived(token, answer, body_size, trailers, &mut self.budgets.in_flight, host)
+            .then_some(owner)
     }
 
-    /// The host asks whether a context may be deleted: a request, always; a replaced
-    /// root once every copy it sent has ended ([`Worker::retire`]).
+    /// The host is done with a context (`proxy_on_done`) and asks whether it may delete
+    /// it: a request, always, and it goes now; a replaced root once every copy it sent has
+    /// ended ([`Worker::retire`]), and then it goes too. The host deletes a context only
+    /// after this, so the filter forgets it here and needs no `proxy_on_delete`, which
+    /// saves a call into the VM per request.
     pub fn done(&mut self, context: u32, host: &mut impl Host) -> bool {
-        match self.roots.get_mut(&context) {
+        let done = match self.roots.get_mut(&context) {
             Some(Some(worker)) => worker.retire(host),
             _ => true,
+        };
+        if done {
+            self.delete(context);
         }
+        done
     }
 
-    /// The host deleted a context. A request that had not completed counts as
-    /// incomplete ([`Request::on_end`]); a root with calls still in flight gives their
-    /// bytes back ([`Worker::forget_calls`]).
+    /// Forgets a context. A request that had not completed counts as incomplete
+    /// ([`Request::on_end`]); a root with calls still in flight gives their bytes back
+    /// ([`Worker::forget_calls`]).
     pub fn delete(&mut self, context: u32) {
         if let Some((root, request)) = self.requests.remove(&context) {
-            // Envoy deletes a root only after its requests, so the root is there.
+            // Envoy is done with a root only after its requests, so the root is there.
             match self.roots.get_mut(&root) {
                 Some(Some(worker)) => request.on_end(&mut worker.metrics, &mut self.budgets),
                 _ => request.on_end(&mut Discard, &mut self.budgets),

@@ -102,7 +102,7 @@ impl Match {
         }
         if !self.hosts.is_empty() {
             let authority = request.header(":authority").unwrap_or_default();
-            let host = host_without_port(&authority);
+            let host = host_without_port(authority);
             if !self.hosts.iter().any(|pattern| pattern.matches(host)) {
                 return Err(Mismatch::Host);
             }

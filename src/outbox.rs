@@ -7,10 +7,9 @@
 //! and room for its answer (Envoy buffers the whole answer of a call, up to its runtime
 //! value that `max_answer_bytes` describes).
 
-use std::collections::HashMap;
-
 use crate::budget::Budget;
 use crate::config::Plan;
+use crate::id_map::IdMap;
 use crate::limits::{InFlight, TokenBucket};
 use crate::metrics::{grpc_status_code, Counter, Metrics};
 
@@ -92,7 +91,7 @@ const NANOS_PER_MILLI: u64 = 1_000_000;
 pub struct Outbox {
     limits: Vec<TargetLimits>,
     /// Call token -> its target and bytes.
-    calls: HashMap<u32, Call>,
+    calls: IdMap<Call>,
     /// The configuration's `max_in_flight_bytes`.
     max_bytes: usize,
     /// The configuration's `max_answer_bytes`: what every copy holds for its answer.
@@ -110,7 +109,7 @@ impl Outbox {
                     slots: InFlight::new(t.max_in_flight),
                 })
                 .collect(),
-            calls: HashMap::new(),
+            calls: IdMap::default(),
             max_bytes: plan.max_in_flight_bytes,
             answer_bytes: plan.max_answer_bytes,
         }

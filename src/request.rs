@@ -1,6 +1,6 @@
-//! What the decision reads from a request, behind a trait so that the shell can read
-//! from the host lazily (one header at a time, no header map copy) and tests can use
-//! a plain list.
+//! What the decision reads from a request, behind a trait so that the shell reads from
+//! the host only what a request needs (its header map once, at the first need) and tests
+//! can use a plain list.
 
 /// Read access to the request headers as they arrived at the filter.
 pub trait RequestView {
@@ -9,7 +9,7 @@ pub trait RequestView {
     /// `:path` with its query (empty when absent).
     fn path(&mut self) -> &[u8];
     /// The first value of a header, by lower-case name.
-    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    fn header(&mut self, name: &str) -> Option<&[u8]>;
     /// The whole header map in arrival order, serialized as the host hands it out
     /// (see [`crate::wire`]): read only for a request that is being copied.
     fn header_map(&mut self) -> Vec<u8>;
@@ -51,8 +51,8 @@ impl RequestView for HeaderList {
         self.first(":path").unwrap_or_default()
     }
 
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        self.first(name).map(<[u8]>::to_vec)
+    fn header(&mut self, name: &str) -> Option<&[u8]> {
+        self.first(name)
     }
 
     fn set_header(&mut self, name: &str, value: Option<&[u8]>) {

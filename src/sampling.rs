@@ -79,10 +79,10 @@ pub fn with_key<T>(
         SampleKey::Header(name) => request
             .header(name)
             .filter(|v| !v.is_empty())
-            .map(|value| f(&value)),
+            .map(f),
         SampleKey::Cookie(name) => request
             .header("cookie")
-            .and_then(|cookies| cookie_value(&cookies, name).map(f)),
+            .and_then(|cookies| cookie_value(cookies, name).map(f)),
         SampleKey::Query(name) => query_value(request.path(), name).map(f),
         SampleKey::Random => None,
     }

@@ -41,6 +41,24 @@ pub fn parse(bytes: &[u8]) -> Option<Vec<Pair<'_>>> {
     Some(pairs)
 }
 
+/// The value of the first header named `name` (the host's names are lower-case) in a
+/// serialized map, found without allocating; `None` when absent or the map is malformed.
+pub fn first<'a>(bytes: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let count = read_u32(bytes, 0)?;
+    let mut at = count.checked_mul(8)?.checked_add(4)?;
+    for i in 0..count {
+        let name_len = read_u32(bytes, 4 + i * 8)?;
+        let value_len = read_u32(bytes, 8 + i * 8)?;
+        let this = bytes.get(at..at.checked_add(name_len)?)?;
+        at = at.checked_add(name_len)?.checked_add(1)?;
+        if this == name {
+            return bytes.get(at..at.checked_add(value_len)?);
+        }
+        at = at.checked_add(value_len)?.checked_add(1)?;
+    }
+    None
+}
+
 /// Serializes pairs into one buffer, allocated once.
 pub fn serialize(pairs: &[Pair<'_>]) -> Vec<u8> {
     let size = 4 + pairs
@@ -94,6 +112,23 @@ mod tests {
         );
         assert_eq!(serialize(&[]), [0, 0, 0, 0]);
         assert_eq!(parse(&[]).unwrap(), vec![]);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn first_finds_a_header_without_parsing_the_whole_map() {
+        let map = serialize(&[
+            (b":method", b"GET"),
+            (b"x-dup", b"1"),
+            (b"x-dup", b"2"),
+            (b"empty", b""),
+        ]);
+        assert_eq!(first(&map, b":method"), Some(&b"GET"[..]));
+        assert_eq!(first(&map, b"x-dup"), Some(&b"1"[..]));
+        assert_eq!(first(&map, b"empty"), Some(&b""[..]));
+        assert_eq!(first(&map, b"absent"), None);
+        assert_eq!(first(&[], b":method"), None);
+        assert_eq!(first(&map[..map.len() - 3], b"empty"), None, "truncated");
+        assert_eq!(first(&[9, 0, 0, 0], b"x"), None);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

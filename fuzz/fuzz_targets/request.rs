@@ -129,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
         let budgets = contexts.budgets();
         assert!(budgets.buffered.held() <= plan.max_buffered_bytes);
     }
-    contexts.delete(REQUEST);
+    contexts.done(REQUEST, &mut host);
 
     for call in &host.sent {
         let (index, target) = plan

@@ -73,13 +73,83 @@ impl Host for AbiHost {
     }
 }
 
-/// The request headers, read from the host one at a time and only when asked.
+/// The request headers, as the filter reads them: the whole map, read from the host once
+/// at the first need (one host call where looking headers up one by one took four or
+/// more), then looked up in the VM; read again after the filter writes a header.
+#[cfg(not(feature = "bench-header-lookups"))]
+#[derive(Default)]
+pub struct HostRequest {
+    /// The map as the host serialized it (see [`crate::wire`]).
+    map: Option<Vec<u8>>,
+}
+
+#[cfg(not(feature = "bench-header-lookups"))]
+impl HostRequest {
+    fn map(&mut self) -> &[u8] {
+        self.map.get_or_insert_with(request_map)
+    }
+
+    fn first(&mut self, name: &str) -> Option<&[u8]> {
+        crate::wire::first(self.map(), name.as_bytes())
+    }
+}
+
+/// The request's header map; empty when the host cannot give it (which makes Envoy
+/// refuse a copy, counted in dispatch_failed, and reads every header as absent).
+fn request_map() -> Vec<u8> {
+    abi::header_map(abi::REQUEST_HEADERS).unwrap_or_else(|status| {
+        host_failed("reading the request header map", status);
+        Vec::new()
+    })
+}
+
+#[cfg(not(feature = "bench-header-lookups"))]
+impl RequestView for HostRequest {
+    fn method(&mut self) -> &[u8] {
+        self.first(":method").unwrap_or_default()
+    }
+
+    fn path(&mut self) -> &[u8] {
+        self.first(":path").unwrap_or_default()
+    }
+
+    fn header(&mut self, name: &str) -> Option<&[u8]> {
+        self.first(name)
+    }
+
+    fn set_header(&mut self, name: &str, value: Option<&[u8]>) {
+        write_header(name, value);
+        self.map = None;
+    }
+
+    fn header_map(&mut self) -> Vec<u8> {
+        self.map.take().unwrap_or_else(request_map)
+    }
+}
+
+fn write_header(name: &str, value: Option<&[u8]>) {
+    let written = match value {
+        Some(value) => abi::set_header(abi::REQUEST_HEADERS, name, value),
+        None => abi::remove_header(abi::REQUEST_HEADERS, name),
+    };
+    if let Err(status) = written {
+        host_failed("writing the lane header", status);
+    }
+}
+
+/// For the benchmark only (feature `bench-header-lookups`): the request headers read
+/// from the host one at a time and only when asked, as the filter once did, to measure
+/// what reading the map once saves.
+#[cfg(feature = "bench-header-lookups")]
 #[derive(Default)]
 pub struct HostRequest {
     method: Option<Vec<u8>>,
     path: Option<Vec<u8>>,
+    /// The header looked up last.
+    last: Option<Vec<u8>>,
 }
 
+#[cfg(feature = "bench-header-lookups")]
 fn request_header(name: &str) -> Option<Vec<u8>> {
     abi::header(abi::REQUEST_HEADERS, name).unwrap_or_else(|status| {
         host_failed("reading a request header", status);
@@ -87,6 +157,7 @@ fn request_header(name: &str) -> Option<Vec<u8>> {
     })
 }
 
+#[cfg(feature = "bench-header-lookups")]
 impl RequestView for HostRequest {
     fn method(&mut self) -> &[u8] {
         self.method
@@ -98,26 +169,17 @@ impl RequestView for HostRequest {
             .get_or_insert_with(|| request_header(":path").unwrap_or_default())
     }
 
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        request_header(name)
+    fn header(&mut self, name: &str) -> Option<&[u8]> {
+        self.last = request_header(name);
+        self.last.as_deref()
     }
 
     fn set_header(&mut self, name: &str, value: Option<&[u8]>) {
-        let written = match value {
-            Some(value) => abi::set_header(abi::REQUEST_HEADERS, name, value),
-            None => abi::remove_header(abi::REQUEST_HEADERS, name),
-        };
-        if let Err(status) = written {
-            host_failed("writing the lane header", status);
-        }
+        write_header(name, value);
     }
 
     fn header_map(&mut self) -> Vec<u8> {
-        // An empty map makes Envoy refuse the copy, which counts in dispatch_failed.
-        abi::header_map(abi::REQUEST_HEADERS).unwrap_or_else(|status| {
-            host_failed("reading the request header map", status);
-            Vec::new()
-        })
+        request_map()
     }
 }
 

@@ -134,7 +134,7 @@ pub extern "C" fn proxy_on_http_call_response(
     body_size: usize,
     num_trailers: usize,
 ) {
-    let drained = with_vm(false, |vm| {
+    let drained = with_vm(None, |vm| {
         let answer = &mut HostAnswer;
         vm.call_answered(
             context_id,
@@ -145,20 +145,21 @@ pub extern "C" fn proxy_on_http_call_response(
             &mut AbiHost,
         )
     });
-    if drained {
+    if let Some(root) = drained {
         // The last copy a replaced configuration waited for: its root may go. The host
-        // deletes it once this callback has returned.
-        if let Err(status) = abi::done() {
-            host_failed("telling Envoy a replaced configuration is done", status);
+        // deletes it once this callback has returned, without asking again.
+        match abi::done() {
+            Ok(()) => with_vm((), |vm| vm.delete(root)),
+            Err(status) => host_failed("telling Envoy a replaced configuration is done", status),
         }
     }
 }
 
-/// Envoy asks whether a context may be deleted. Requests: always. A root context is
-/// asked when its configuration has been replaced and no request uses it any more: it
-/// stays until every copy it sent has ended and been counted (see [`crate::retirement`]).
-#[cfg_attr(not(feature = "bench-without-drain"), no_mangle)]
-#[cfg_attr(feature = "bench-without-drain", allow(dead_code))]
+/// Envoy is done with a context and asks whether it may delete it. Requests: always, and
+/// they are forgotten now. A root context is asked when its configuration has been
+/// replaced and no request uses it any more: it stays until every copy it sent has ended
+/// and been counted (see [`crate::retirement`]).
+#[no_mangle]
 pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
     with_vm(abi::DONE, |vm| {
         if vm.done(context_id, &mut AbiHost) {
@@ -169,11 +170,7 @@ pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
     })
 }
 
-// `proxy_on_log` is not exported: Envoy skips callbacks a module does not export, which
-// saves a call into the VM per request. Nor are any of the response callbacks: the
-// filter never looks at responses.
-
-#[no_mangle]
-pub extern "C" fn proxy_on_delete(context_id: u32) {
-    with_vm((), |vm| vm.delete(context_id));
-}
+// Not exported, because Envoy skips callbacks a module does not export and each one saves
+// a call into the VM per request: `proxy_on_delete` (Envoy calls it right after
+// `proxy_on_done`, which already forgets the context), `proxy_on_log`, and every response
+// callback (the filter never looks at responses).
