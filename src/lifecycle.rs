@@ -468,7 +468,14 @@ impl<M: Metrics> Contexts<M> {
         };
         let worker = self.roots.get_mut(&owner)?.as_mut()?;
         worker
-            .answer_arrived(token, answer, body_size, trailers, &mut self.budgets.in_flight, host)
+            .answer_arrived(
+                token,
+                answer,
+                body_size,
+                trailers,
+                &mut self.budgets.in_flight,
+                host,
+            )
             .then_some(owner)
     }
 

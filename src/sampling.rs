@@ -76,10 +76,7 @@ pub fn with_key<T>(
     f: impl FnOnce(&[u8]) -> T,
 ) -> Option<T> {
     match key {
-        SampleKey::Header(name) => request
-            .header(name)
-            .filter(|v| !v.is_empty())
-            .map(f),
+        SampleKey::Header(name) => request.header(name).filter(|v| !v.is_empty()).map(f),
         SampleKey::Cookie(name) => request
             .header("cookie")
             .and_then(|cookies| cookie_value(cookies, name).map(f)),

@@ -336,7 +336,10 @@ fn contexts_are_forgotten_when_the_host_is_done_with_them() {
     assert!(!vm.contexts.done(ROOT, &mut vm.host), "a copy in flight");
     assert!(vm.contexts.root(ROOT).is_some());
     let token = vm.host.sent[0].token;
-    assert!(vm.answer(ROOT, token, FakeAnswer::status(200), 0), "drained");
+    assert!(
+        vm.answer(ROOT, token, FakeAnswer::status(200), 0),
+        "drained"
+    );
     vm.contexts.delete(ROOT);
     assert!(vm.contexts.root(ROOT).is_none());
     assert_eq!(vm.contexts.budgets().in_flight.held(), 0);

@@ -36,7 +36,15 @@ fn free(data: *mut u8, size: usize) {
 fn header(name: &str) {
     let (mut data, mut size) = (std::ptr::null_mut(), 0);
     // SAFETY: the pointers are valid for the call; the host writes the value's buffer.
-    unsafe { proxy_get_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size) };
+    unsafe {
+        proxy_get_header_map_value(
+            REQUEST_HEADERS,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        )
+    };
     free(data, size);
 }
 
@@ -103,7 +111,11 @@ impl RootContext for Root {
             _ => hostcalls::define_metric(MetricType::Counter, "host_calls.counter"),
         }
         .unwrap_or(0);
-        self.plan = Plan { kind, times, metric };
+        self.plan = Plan {
+            kind,
+            times,
+            metric,
+        };
         true
     }
 
@@ -123,7 +135,11 @@ struct Stream {
 impl Context for Stream {}
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Plan { kind, times, metric } = self.plan;
+        let Plan {
+            kind,
+            times,
+            metric,
+        } = self.plan;
         for _ in 0..times {
             let _ = match kind {
                 Kind::None => Ok(()),
