@@ -107,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
     }
     contexts.create(REQUEST, ROOT);
     let mut request = HeaderList { headers };
-    let incoming_lane = request.header("x-lane");
+    let incoming_lane = request.header("x-lane").map(<[u8]>::to_vec);
     contexts.request_headers(
         REQUEST,
         &mut request,
