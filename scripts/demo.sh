@@ -8,6 +8,11 @@
 #                            # primary :8081, staging mirror :8082
 #   scripts/demo.sh lanes    # sticky lanes: envoy/lanes.yaml; Envoy :10000, admin :9901,
 #                            # stable :8081, canary :8082, beta :8083
+#   scripts/demo.sh compose [sidecar]
+#                            # the docker-compose testbed (envoy/docker-compose.yaml, or
+#                            # docker-compose.sidecar.yaml) on your Docker engine, with the
+#                            # official images; Envoy :10000, admin :9901 (TRAFFIC_MIRROR_PORT,
+#                            # TRAFFIC_MIRROR_ADMIN_PORT); taken down at the end
 #
 # All ports on 127.0.0.1.
 set -euo pipefail
@@ -18,7 +23,8 @@ MODE="${1:-mirror}"
 case "$MODE" in
   mirror) PORTS="10000 9901 8081 8082" ;;
   lanes) PORTS="10000 9901 8081 8082 8083" ;;
-  *) echo "usage: scripts/demo.sh [lanes]" >&2; exit 2 ;;
+  compose) exec bash scripts/demo-compose.sh "${@:2}" ;;
+  *) echo "usage: scripts/demo.sh [lanes | compose [sidecar]]" >&2; exit 2 ;;
 esac
 
 bash scripts/setup.sh demo

@@ -7,7 +7,10 @@
 #   scripts/setup.sh test    # demo, plus everything scripts/test.sh runs: rustfmt, clippy,
 #                            # wasm32-unknown-unknown, wasm-bindgen-cli, nightly + cargo-fuzz,
 #                            # the older Envoys in .venvs/, jsonschema, PyYAML, grpcio and h2 in .venv,
-#                            # and, with apt-get as root, nodejs, skopeo, docker-registry
+#                            # compose, and, with apt-get as root, nodejs, skopeo, docker-registry,
+#                            # debootstrap (the compose testbeds' images)
+#   scripts/setup.sh compose # Docker Compose v2 where `docker compose` is missing: into
+#                            # .tools/docker-compose (no root; the Docker engine is yours)
 #   scripts/setup.sh bench   # demo, plus wrk and valgrind (apt-get, as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,7 +120,35 @@ PY
   command -v node >/dev/null || debs+=(nodejs)
   command -v skopeo >/dev/null || debs+=(skopeo)
   command -v docker-registry >/dev/null || debs+=(docker-registry)
+  # The compose testbeds' images are built from a Debian root file system.
+  command -v debootstrap >/dev/null || debs+=(debootstrap)
   debian_packages "${debs[@]}"
+  setup_compose
+}
+
+# Docker Compose v2: the Docker CLI's plugin when it has one, else Debian 13's package
+# unpacked into .tools/ (pinned in versions.sh).
+setup_compose() {
+  local tool=.tools/docker-compose
+  if docker compose version --short 2>/dev/null | grep -q '^v\?2\.'; then return; fi
+  if [ -x "$tool" ] && "$tool" version 2>/dev/null | grep -q "$COMPOSE_DEB_VERSION"; then return; fi
+  need_command curl "install curl"
+  need_command dpkg-deb "install Docker Compose v2 (the docker compose plugin) yourself"
+  local deb url work
+  deb="docker-compose_${COMPOSE_DEB_VERSION}_amd64.deb"
+  url="${DEBIAN_MIRROR:-http://deb.debian.org/debian}/pool/main/d/docker-compose/$deb"
+  [ "$(uname -m)" = x86_64 ] || die "no Compose v2 for $(uname -m) here: install the docker compose plugin"
+  log "installing Docker Compose $COMPOSE_DEB_VERSION (Debian's package) into $tool"
+  work=$(mktemp -d)
+  curl -fsS --retry 3 -o "$work/$deb" "$url" || { rm -rf "$work"; die "downloading $url failed"; }
+  if ! echo "$COMPOSE_DEB_SHA256  $work/$deb" | sha256sum -c --quiet -; then
+    rm -rf "$work"
+    die "$deb does not have the SHA-256 scripts/versions.sh pins"
+  fi
+  dpkg-deb -x "$work/$deb" "$work/x"
+  mkdir -p .tools
+  install -m 0755 "$work/x/usr/libexec/docker/cli-plugins/docker-compose" "$tool"
+  rm -rf "$work"
 }
 
 setup_bench() {
@@ -134,7 +165,8 @@ for part in "$@"; do
     demo) setup_demo ;;
     test) setup_test ;;
     bench) setup_bench ;;
-    *) die "unknown part '$part' (demo, test or bench)" ;;
+    compose) setup_compose ;;
+    *) die "unknown part '$part' (demo, test, bench or compose)" ;;
   esac
 done
 log "ready ($*)"

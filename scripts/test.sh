@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests (native and wasm32), the module
 # build, the shipped config through `envoy --mode validate`, and the end-to-end tests
-# against a real Envoy. Installs what is missing first (scripts/setup.sh).
+# against a real Envoy, and the docker-compose testbeds on the Docker engine (required
+# under CI=true, which .ci/run sets). Installs what is missing first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -46,7 +47,7 @@ cargo build --quiet --release --target wasm32-wasip1 --manifest-path tests/trap-
 step "the traffic-mirror command: check over every shipped config, and its tests (no Envoy)"
 cargo build --quiet --release --bin traffic-mirror
 target/release/traffic-mirror check envoy/envoy.yaml envoy/sidecar.yaml envoy/lanes.yaml envoy/grpc.yaml \
-  envoy/compose/envoy.yaml envoy/istio/*.yaml
+  envoy/compose/envoy.yaml envoy/compose/sidecar-envoy.yaml envoy/istio/*.yaml
 cargo test --test cli
 
 step "shipped Envoy config passes envoy --mode validate"
@@ -60,6 +61,9 @@ step "deployment manifests: every Envoy config (compose paths mapped), Istio Was
 
 step "shipped Envoy configs in a real Envoy: traffic_mirror_<name>{target=...} on /stats/prometheus"
 .venv/bin/python tests/deploy/prometheus_stats.py
+
+step "docker-compose testbeds, started: front proxy and sidecar on a Docker engine (local stand-in images), what each container received, /stats/prometheus, torn down"
+.venv/bin/python tests/deploy/compose_testbeds.py
 
 step "OCI image: scripts/package-oci.sh -> skopeo -> local registry -> pull, byte for byte"
 bash tests/deploy/oci_roundtrip.sh

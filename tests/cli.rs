@@ -36,6 +36,7 @@ fn shipped() -> Vec<String> {
         "envoy/lanes.yaml".to_string(),
         "envoy/grpc.yaml".to_string(),
         "envoy/compose/envoy.yaml".to_string(),
+        "envoy/compose/sidecar-envoy.yaml".to_string(),
     ];
     // The WasmPlugin manifests (proxy-runtime/ holds the proxies' runtime value, no
     // plugin configuration).
@@ -59,18 +60,24 @@ fn check_passes_every_shipped_configuration() {
     let out = run(&args, b"");
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    // The one warning: the compose config names the module by its path in the container.
+    // The one warning of each compose config: it names the module by its path in the
+    // container.
     let (warnings, lines): (Vec<&str>, Vec<&str>) =
         stdout.lines().partition(|l| l.contains(": warning: "));
+    let warning = |file: &str, listener: &str| {
+        format!(
+            "{file}: {listener} > envoy.filters.network.http_connection_manager > \
+             envoy.filters.http.wasm: warning: vm_config.code.local.filename: no file \
+             /etc/envoy/traffic_mirror.wasm from {}: Envoy opens it from its own working \
+             directory, or fails to load the filter",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
     assert_eq!(
         warnings,
         [
-            "envoy/compose/envoy.yaml: ingress > envoy.filters.network.http_connection_manager > \
-          envoy.filters.http.wasm: warning: vm_config.code.local.filename: no file \
-          /etc/envoy/traffic_mirror.wasm from "
-                .to_string()
-                + env!("CARGO_MANIFEST_DIR")
-                + ": Envoy opens it from its own working directory, or fails to load the filter"
+            warning("envoy/compose/envoy.yaml", "ingress"),
+            warning("envoy/compose/sidecar-envoy.yaml", "inbound")
         ],
         "(the module must be built: cargo build --target wasm32-wasip1 --release --lib)"
     );

@@ -5,6 +5,7 @@ Answers every request with 200 and a short text, and logs one JSON line per requ
 received on stdout: its name, method, path, authority, the headers that show what the
 mirror did (x-user-id, x-request-id, x-traffic-mirror, authorization, cookie) and the
 body length. So `docker compose logs primary mirror` shows what each side received.
+GET /healthz (the compose health checks) is answered and not logged.
 
     python3 upstream.py --name primary --port 8080 [--host 0.0.0.0]
 
@@ -18,7 +19,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-SHOWN_HEADERS = ("x-user-id", "x-request-id", "x-traffic-mirror", "x-lane", "authorization", "cookie")
+SHOWN_HEADERS = ("x-user-id", "x-request-id", "x-traffic-mirror", "x-lane", "x-env", "authorization", "cookie")
 
 
 _log_lock = threading.Lock()
@@ -47,6 +48,8 @@ def main():
         def handle_one(self):
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
+            if self.path == "/healthz":
+                return self.answer(b"ok\n")
             record = {
                 "name": args.name,
                 "method": self.command,
@@ -56,7 +59,9 @@ def main():
                 "body_bytes": len(body),
             }
             log_line(record)
-            reply = f"{args.name}: {self.command} {self.path}\n".encode()
+            self.answer(f"{args.name}: {self.command} {self.path}\n".encode())
+
+        def answer(self, reply):
             self.send_response(200)
             self.send_header("content-type", "text/plain")
             self.send_header("content-length", str(len(reply)))

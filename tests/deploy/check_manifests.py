@@ -20,9 +20,13 @@ surface, and checks that each check can fail (a deliberately broken copy must be
   (tests/deploy/schemas/istio-mesh-v1alpha1.gen.json), the patched Gateway against the
   Gateway API CRD's schema (CEL rules not evaluated), and the kubectl command in each
   file's comment naming the workload or gateway the WasmPlugin selects.
-- docker-compose (envoy/docker-compose.yaml): tests/deploy/schemas/compose-spec.json,
-  every bind-mounted file exists, the Envoy image is the version the tests run, and the
-  mounted Envoy config validates with the module at its mounted path.
+- docker-compose (envoy/docker-compose.yaml, envoy/docker-compose.sidecar.yaml):
+  tests/deploy/schemas/compose-spec.json, every bind-mounted file exists, the images
+  default to the official ones (the Envoy one of the version the tests run) and can be
+  replaced through a variable, ports are published on loopback, every service has a
+  health check, and the mounted Envoy config validates with the module at its mounted
+  path, its clusters pointing at the services (or, in the sidecar, at the application
+  in the namespace Envoy shares). tests/deploy/compose_testbeds.py starts them.
 
 Run with the project's venv: .venv/bin/python tests/deploy/check_manifests.py
 """
@@ -51,6 +55,10 @@ ROUTING_CRDS = {
 COMPOSE_SCHEMA_PATH = os.path.join(SCHEMAS, "compose-spec.json")
 ISTIO_DIR = os.path.join(L.REPO, "envoy", "istio")
 COMPOSE_PATH = os.path.join(L.REPO, "envoy", "docker-compose.yaml")
+COMPOSE_PATHS = [COMPOSE_PATH, os.path.join(L.REPO, "envoy", "docker-compose.sidecar.yaml")]
+# The official images the compose files default to, and the variables that replace them.
+COMPOSE_IMAGES = {"envoy": ("TRAFFIC_MIRROR_ENVOY_IMAGE", "envoyproxy/envoy:v{envoy}"),
+                  "python": ("TRAFFIC_MIRROR_PYTHON_IMAGE", "python:3.12-alpine")}
 PROXY_RUNTIME_DIR = os.path.join(ISTIO_DIR, "proxy-runtime")
 MESH_SCHEMA_PATH = os.path.join(SCHEMAS, "istio-mesh-v1alpha1.gen.json")
 GATEWAY_CRD_PATH = os.path.join(SCHEMAS, "gateway-api-gateways-crd.yaml")
@@ -68,7 +76,7 @@ ISTIO_FAILURE_POLICY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN", "
 # How many workers each shipped Envoy config is run with, which its mirror clusters'
 # circuit breakers must be sized for (the compose one is checked against its command).
 WORKERS = {"envoy/envoy.yaml": 2, "envoy/sidecar.yaml": 2, "envoy/compose/envoy.yaml": 2,
-           "envoy/lanes.yaml": 2, "envoy/grpc.yaml": 2}
+           "envoy/compose/sidecar-envoy.yaml": 2, "envoy/lanes.yaml": 2, "envoy/grpc.yaml": 2}
 # Envoy's default circuit breaker thresholds.
 ENVOY_DEFAULT_THRESHOLD = 1024
 DEFAULT_MAX_IN_FLIGHT = 1000
@@ -176,11 +184,16 @@ def check_envoy_configs():
                  "envoy/grpc.yaml"):
         if must not in names:
             fail(f"{must} is missing (found {names})")
-    compose = L.load_yaml(COMPOSE_PATH)
-    mounts = L.compose_mounts(compose, os.path.dirname(COMPOSE_PATH))
-    cmd = compose["services"]["envoy"].get("command", [])
-    if "--concurrency" not in cmd or int(cmd[cmd.index("--concurrency") + 1]) != WORKERS["envoy/compose/envoy.yaml"]:
-        fail(f"the compose Envoy runs {cmd}, not the {WORKERS['envoy/compose/envoy.yaml']} workers its config is sized for")
+    # The compose testbeds' configs name the module by its path in the container.
+    mounted = {}
+    for compose_path in COMPOSE_PATHS:
+        compose = L.load_yaml(compose_path)
+        mounts = L.compose_mounts(compose, os.path.dirname(compose_path))
+        config = os.path.relpath(mounts[envoy_cmd_config(compose)], L.REPO)
+        mounted[config] = mounts
+        cmd = compose["services"]["envoy"].get("command", [])
+        if "--concurrency" not in cmd or int(cmd[cmd.index("--concurrency") + 1]) != WORKERS[config]:
+            fail(f"the compose Envoy runs {cmd}, not the {WORKERS[config]} workers {config} is sized for")
     for path, name in zip(paths, names):
         cfg = L.load_yaml(path)
         if name not in WORKERS:
@@ -188,9 +201,8 @@ def check_envoy_configs():
         errors = envoy_config_policy_errors(cfg, WORKERS[name])
         if errors:
             fail(f"{name}: " + "; ".join(errors))
-        # The compose testbed's config names the module by its path in the container.
-        if name == "envoy/compose/envoy.yaml":
-            cfg = L.map_module_paths(cfg, mounts)
+        if name in mounted:
+            cfg = L.map_module_paths(cfg, mounted[name])
         ok, out = L.validate(cfg)
         if not ok:
             fail(f"{name}: envoy --mode validate failed:\n{out}")
@@ -739,10 +751,13 @@ def compose_errors(compose, compose_dir, schema):
         for p in svc.get("ports", []):
             if not str(p).startswith("127.0.0.1:"):
                 errors.append(f"services.{name}: port {p} is not published on loopback only")
-    envoy = compose.get("services", {}).get("envoy", {})
-    want = f"envoyproxy/envoy:v{L.envoy_version()}"
-    if envoy.get("image") != want:
-        errors.append(f"services.envoy.image is {envoy.get('image')!r}, the tests run {want}")
+        variable, default = COMPOSE_IMAGES["envoy" if name == "envoy" else "python"]
+        want = f"${{{variable}:-{default.format(envoy=L.envoy_version())}}}"
+        if svc.get("image") != want:
+            errors.append(f"services.{name}.image is {svc.get('image')!r}, not {want} "
+                          "(the official image, of the Envoy version the tests run, replaceable for the tests)")
+        if not svc.get("healthcheck", {}).get("test"):
+            errors.append(f"services.{name} has no healthcheck (docker compose up --wait waits for it)")
     return errors
 
 
@@ -918,29 +933,52 @@ def check_compose():
     L.require_module()
     with open(COMPOSE_SCHEMA_PATH) as f:
         schema = json.load(f)
-    compose = L.load_yaml(COMPOSE_PATH)
-    compose_dir = os.path.dirname(COMPOSE_PATH)
-    errors = compose_errors(compose, compose_dir, schema)
-    if errors:
-        fail("envoy/docker-compose.yaml: " + "; ".join(errors))
-    # The mounted Envoy config: its module path is mounted, its clusters are the upstream
-    # services on the port their command listens on, and it passes envoy --mode validate.
+    for compose_path in COMPOSE_PATHS:
+        name = os.path.relpath(compose_path, L.REPO)
+        compose = L.load_yaml(compose_path)
+        compose_dir = os.path.dirname(compose_path)
+        errors = compose_errors(compose, compose_dir, schema) + compose_topology_errors(compose, compose_dir)
+        if errors:
+            fail(f"{name}: " + "; ".join(errors))
+        mounts = L.compose_mounts(compose, compose_dir)
+        cfg = L.load_yaml(mounts[envoy_cmd_config(compose)])
+        ok, out = L.validate(L.map_module_paths(cfg, mounts), cwd=compose_dir)
+        if not ok:
+            fail(f"{name}: the mounted Envoy config fails envoy --mode validate with the paths mapped:\n{out}")
+        print(f"     {name}: {', '.join(compose['services'])}", flush=True)
+
+
+def compose_topology_errors(compose, compose_dir):
+    """The mounted Envoy config's module path is mounted, and its clusters are the
+    services on the port their command listens on: by service name, or 127.0.0.1 for the
+    service whose network namespace Envoy shares (network_mode: service:NAME)."""
+    envoy = compose["services"]["envoy"]
     mounts = L.compose_mounts(compose, compose_dir)
-    if "/etc/envoy/envoy.yaml" not in mounts or envoy_cmd_config(compose) not in mounts:
-        fail("the envoy service does not mount the config its command loads")
+    if envoy_cmd_config(compose) not in mounts:
+        return ["the envoy service does not mount the config its command loads"]
     cfg = L.load_yaml(mounts[envoy_cmd_config(compose)])
+    shared = envoy.get("network_mode", "").removeprefix("service:") or None
+    errors = []
     for cl in cfg["static_resources"]["clusters"]:
         for ep in cl["load_assignment"]["endpoints"][0]["lb_endpoints"]:
             sa = ep["endpoint"]["address"]["socket_address"]
-            svc = compose["services"].get(sa["address"])
+            service = shared if sa["address"] == "127.0.0.1" else sa["address"]
+            svc = compose["services"].get(service)
             if svc is None:
-                fail(f"cluster {cl['name']} points at {sa['address']}, which is no compose service")
+                errors.append(f"cluster {cl['name']} points at {sa['address']}, which is no compose service"
+                              + ("" if shared else " (nor a namespace the envoy service shares)"))
+                continue
             cmd = svc.get("command", [])
             if "--port" not in cmd or int(cmd[cmd.index("--port") + 1]) != sa["port_value"]:
-                fail(f"cluster {cl['name']} points at port {sa['port_value']}, service {sa['address']} listens elsewhere ({cmd})")
-    ok, out = L.validate(L.map_module_paths(cfg, mounts), cwd=compose_dir)
-    if not ok:
-        fail(f"the compose Envoy config fails envoy --mode validate with the paths mapped:\n{out}")
+                errors.append(f"cluster {cl['name']} points at port {sa['port_value']}, service {service} listens elsewhere ({cmd})")
+    # Envoy's listener and admin ports are published by the service whose namespace it is in.
+    publisher = compose["services"].get(shared, {}) if shared else envoy
+    published = {str(p).rsplit(":", 1)[-1] for p in publisher.get("ports", [])}
+    for want in (cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"],
+                 cfg["admin"]["address"]["socket_address"]["port_value"]):
+        if str(want) not in published:
+            errors.append(f"Envoy's port {want} is not published (ports: {sorted(published)})")
+    return errors
 
 
 def envoy_cmd_config(compose):
@@ -964,12 +1002,34 @@ def check_compose_validation_can_fail():
     c["services"]["envoy"]["volumes"][1]["source"] = "../target/nope/traffic_mirror.wasm"
     cases.append(("missing mounted file", c, "does not exist"))
     c = copy.deepcopy(compose)
-    c["services"]["envoy"]["image"] = "envoyproxy/envoy:v1.30.0"
+    c["services"]["envoy"]["image"] = "${TRAFFIC_MIRROR_ENVOY_IMAGE:-envoyproxy/envoy:v1.30.0}"
     cases.append(("other Envoy version", c, "the tests run"))
+    c = copy.deepcopy(compose)
+    c["services"]["mirror"]["image"] = "python:3.12-alpine"
+    cases.append(("an image the tests cannot replace", c, "replaceable"))
+    c = copy.deepcopy(compose)
+    del c["services"]["primary"]["healthcheck"]
+    cases.append(("no health check", c, "no healthcheck"))
     for name, doc, expect in cases:
         errors = compose_errors(doc, compose_dir, schema)
         if not any(expect in e for e in errors):
             fail(f"broken compose file ({name}) was not refused for {expect!r}; errors: {errors}")
+    sidecar = L.load_yaml(COMPOSE_PATHS[1])
+    sidecar_dir = os.path.dirname(COMPOSE_PATHS[1])
+    topology = []
+    c = copy.deepcopy(sidecar)
+    del c["services"]["envoy"]["network_mode"]
+    topology.append(("the sidecar in a namespace of its own", c, "nor a namespace the envoy service shares"))
+    c = copy.deepcopy(sidecar)
+    c["services"]["app"]["ports"] = c["services"]["app"]["ports"][:1]
+    topology.append(("Envoy's admin not published", c, "is not published"))
+    c = copy.deepcopy(sidecar)
+    c["services"]["staging"]["command"][-1] = "9090"
+    topology.append(("staging on another port", c, "listens elsewhere"))
+    for name, doc, expect in topology:
+        errors = compose_topology_errors(doc, sidecar_dir)
+        if not any(expect in e for e in errors):
+            fail(f"broken sidecar compose file ({name}) was not refused for {expect!r}; errors: {errors}")
 
 
 def main():
@@ -986,8 +1046,8 @@ def main():
         ("... and that check refuses 4 broken resources and 4 broken lane routings", check_istio_routing_can_fail),
         ("Istio proxy runtime: http.async_response_buffer_limit = max_answer_bytes on the selected proxies (ProxyConfig schema, Gateway CRD schema)", check_istio_proxy_runtime),
         ("... and that check refuses 7 broken ones", check_istio_proxy_runtime_can_fail),
-        ("docker-compose: compose-spec schema, mounted files, Envoy version, mounted Envoy config validates", check_compose),
-        ("... and that check refuses a schema error, a missing mount, another Envoy version", check_compose_validation_can_fail),
+        ("docker-compose, front proxy and sidecar: compose-spec schema, mounted files, images (official by default), health checks, clusters and ports, mounted Envoy config validates", check_compose),
+        ("... and that check refuses a schema error, a missing mount, another Envoy version, a fixed image, no health check, and 3 broken sidecars", check_compose_validation_can_fail),
     ])
 
 

@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,9 @@ TARGET_TAG = {"tag_name": "target", "regex": r"^wasmcustom\.traffic_mirror\.(([a
 LANE_TAG = {"tag_name": "lane", "regex": r"^wasmcustom\.traffic_lanes\.(([a-z0-9_-]+)\.)"}
 GRPC_STATUS_TAG = {"tag_name": "grpc_status",
                    "regex": r"^wasmcustom\.traffic_mirror\.[a-z0-9_-]+\.grpc_status(\.([0-9]+))$"}
+
+
+SERIES = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 
 class CheckFailed(Exception):
@@ -294,3 +298,18 @@ def run_checks(checks):
         print(f"ok   {name} ({time.monotonic() - t0:.1f}s)", flush=True)
     print(f"deploy: {len(checks) - failed} passed, {failed} failed", flush=True)
     return 1 if failed else 0
+
+
+def parse_prometheus(text):
+    """/stats/prometheus as ({series with labels: value}, {name: type})."""
+    series, types = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind
+        elif line and not line.startswith("#"):
+            m = SERIES.match(line)
+            if not m:
+                fail(f"unparseable /stats/prometheus line: {line!r}")
+            series[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return series, types

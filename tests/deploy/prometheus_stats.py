@@ -37,7 +37,7 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 import envoylib as L  # noqa: E402
-from envoylib import fail
+from envoylib import fail, parse_prometheus
 
 MAX_REQUESTS = 300
 LANE_REQUESTS = 200
@@ -45,7 +45,6 @@ GRPC_CALLS = 60
 HTTP2_PEERS = os.path.join(L.REPO, "tests", "support", "http2.py")
 # Histograms reach the admin endpoints when Envoy merges them: every 5 s by default.
 STATS_FLUSH = "0.2s"
-SERIES = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 
 def counter_names():
@@ -55,20 +54,6 @@ def counter_names():
     if len(names) < 16:
         fail(f"read only {names} from src/metrics.rs")
     return names
-
-
-def parse_prometheus(text):
-    series, types = {}, {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ", 3)
-            types[name] = kind
-        elif line and not line.startswith("#"):
-            m = SERIES.match(line)
-            if not m:
-                fail(f"unparseable /stats/prometheus line: {line!r}")
-            series[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return series, types
 
 
 def labelled_errors(text, target):
