@@ -31,6 +31,7 @@ command -v docker >/dev/null || die "docker is missing: install Docker Engine wi
 docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info): start it, or check your permissions on its socket"
 command -v curl >/dev/null || die "curl is missing"
 bash scripts/setup.sh compose
+rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(.tools/docker-compose); fi
 compose+=(-f "$FILE")
 
