@@ -158,9 +158,10 @@ def check_testbed(bed, compose_base, env):
             fail("Envoy runs as root in its container")
         # (Envoy's log lines: "[time][thread][level][logger] ..."; the main thread
         # configures the plugin too, before it starts the workers.)
-        main_thread = re.search(r"\]\[(\d+)\]\[info\]\[main\].*starting main dispatch loop", envoy_log(compose, env))
+        log = envoy_log(compose, env)
+        main_thread = re.search(r"\]\[(\d+)\]\[info\]\[main\].*starting main dispatch loop", log)
         workers = set(re.findall(rf"\]\[(\d+)\]\[info\]\[wasm\].*traffic-mirror: configured targets {bed.target}$",
-                                 envoy_log(compose, env), re.M)) - {main_thread and main_thread.group(1)}
+                                 log, re.M)) - {main_thread and main_thread.group(1)}
         if len(workers) != 2:
             fail(f"the module was configured on worker threads {sorted(workers)}, not on each of 2")
 
