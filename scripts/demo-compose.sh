@@ -12,13 +12,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# shellcheck source=scripts/versions.sh
+. scripts/versions.sh
+
 SHAPE="${1:-front}"
 case "$SHAPE" in
-  front) FILE=envoy/docker-compose.yaml PRIMARY=primary MIRROR=mirror PATHS=/api/items ;;
-  sidecar) FILE=envoy/docker-compose.sidecar.yaml PRIMARY=app MIRROR=staging PATHS=/orders ;;
+  front) FILE=envoy/docker-compose.yaml PRIMARY=primary MIRROR=mirror PREFIX=/api/items ;;
+  sidecar) FILE=envoy/docker-compose.sidecar.yaml PRIMARY=app MIRROR=staging PREFIX=/orders ;;
   *) echo "usage: scripts/demo.sh compose [sidecar]" >&2; exit 2 ;;
 esac
-ENVOY_IMAGE="${TRAFFIC_MIRROR_ENVOY_IMAGE:-envoyproxy/envoy:v$(. scripts/versions.sh; echo "$ENVOY_VERSION")}"
+ENVOY_IMAGE="${TRAFFIC_MIRROR_ENVOY_IMAGE:-envoyproxy/envoy:v$ENVOY_VERSION}"
 PYTHON_IMAGE="${TRAFFIC_MIRROR_PYTHON_IMAGE:-python:3.12-alpine}"
 export TRAFFIC_MIRROR_ENVOY_IMAGE="$ENVOY_IMAGE" TRAFFIC_MIRROR_PYTHON_IMAGE="$PYTHON_IMAGE"
 PORT="${TRAFFIC_MIRROR_PORT:-10000}" ADMIN="${TRAFFIC_MIRROR_ADMIN_PORT:-9901}"
@@ -50,13 +53,13 @@ for image in "$ENVOY_IMAGE" "$PYTHON_IMAGE"; do
 demo: cannot pull $image: no container registry answers this Docker engine.
   Either load the images from a machine that can pull them:
       docker save $ENVOY_IMAGE $PYTHON_IMAGE | ssh this-machine docker load
-  or use images you have (an Envoy $(. scripts/versions.sh; echo "$ENVOY_VERSION") with \`envoy\` on PATH, and
+  or use images you have (an Envoy $ENVOY_VERSION with \`envoy\` on PATH, and
   one with \`python\`):
       TRAFFIC_MIRROR_ENVOY_IMAGE=... TRAFFIC_MIRROR_PYTHON_IMAGE=... scripts/demo.sh compose
   or build the test suite's local stand-ins (as root, from Debian's packages and the
   pinned Envoy) and run with them:
       sudo bash tests/deploy/compose_images.sh
-      TRAFFIC_MIRROR_ENVOY_IMAGE=traffic-mirror-test/envoy:$(. scripts/versions.sh; echo "$ENVOY_VERSION") \\
+      TRAFFIC_MIRROR_ENVOY_IMAGE=traffic-mirror-test/envoy:$ENVOY_VERSION \\
         TRAFFIC_MIRROR_PYTHON_IMAGE=traffic-mirror-test/python:3.11 scripts/demo.sh compose
 EOF
     exit 1
@@ -79,7 +82,7 @@ fi
 
 say "==> sending $REQUESTS requests to 127.0.0.1:$PORT (x-user-id: user-1..user-$REQUESTS)"
 for i in $(seq 1 "$REQUESTS"); do
-  curl -fsS -o /dev/null -H "x-user-id: user-$i" -H "cookie: session=s-$i" "http://127.0.0.1:$PORT$PATHS/$i"
+  curl -fsS -o /dev/null -H "x-user-id: user-$i" -H "cookie: session=s-$i" "http://127.0.0.1:$PORT$PREFIX/$i"
 done
 # Copies are fire and forget: wait until every one has ended.
 for _ in $(seq 1 100); do

@@ -51,11 +51,11 @@ HOST = "shop.example.com"
 
 
 class Testbed:
-    def __init__(self, name, file, envoy_config, primary, mirror, target, paths):
+    def __init__(self, name, file, envoy_config, primary, mirror, target, path_prefix):
         self.name, self.primary, self.mirror, self.target = name, primary, mirror, target
         self.file = os.path.join(L.REPO, "envoy", file)
         self.envoy_config = os.path.join(L.REPO, "envoy", envoy_config)
-        self.paths = paths
+        self.path_prefix = path_prefix
 
 
 TESTBEDS = [
@@ -176,7 +176,7 @@ def check_testbed(bed, compose_base, env):
                 headers["x-user-id"] = user
             if body is not None:
                 headers["content-type"] = "application/json"
-            path = f"{bed.paths}{i}?page=1"
+            path = f"{bed.path_prefix}{i}?page=1"
             send(port, method, path, headers, body)
             sent.append({"i": i, "user": user, "method": method, "path": path,
                          "body_bytes": len(body or b""), "headers": headers})
