@@ -544,7 +544,7 @@ fn copies_that_end_without_a_complete_answer_are_told_apart_by_the_mirror_cluste
         .collect();
     crate::send_all(envoy.listener(), &requests, 1, 1);
     wait_until(SETTLE, "the closing mirror's answers to begin", || {
-        envoy.stat("cluster.closing.upstream_rq_200") == COPIES
+        envoy.created_on_first_count("cluster.closing.upstream_rq_200") == COPIES
     });
     drop(closing);
     for name in ["long", "closing", "late"] {

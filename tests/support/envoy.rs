@@ -678,6 +678,12 @@ impl Envoy {
         }
     }
 
+    /// A stat Envoy creates only when it first counts (a cluster's `upstream_rq_<code>`):
+    /// 0 until then, so that a poll waits for it rather than failing.
+    pub fn created_on_first_count(&self, name: &str) -> u64 {
+        self.stats().get(name).copied().unwrap_or(0)
+    }
+
     /// A counter or gauge of one target: `wasmcustom.traffic_mirror.<target>.<name>`.
     pub fn mirror_stat(&self, target: &str, name: &str) -> u64 {
         self.mirror_stats(target)
