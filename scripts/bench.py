@@ -26,9 +26,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY = os.environ.get("ENVOY_BIN", str(ROOT / ".venv/bin/envoy"))
 MODULE = ROOT / "target/wasm32-wasip1/release/traffic_mirror.wasm"
-# The same module looking the request's headers up one by one (feature
-# bench-header-lookups) instead of reading the map once: what the choice is worth.
-LOOKUPS = ROOT / "target/bench-header-lookups/wasm32-wasip1/release/traffic_mirror.wasm"
 NOOP = ROOT / "benches/noop/target/wasm32-wasip1/release/noop_filter.wasm"
 # The bare mechanics of a proxy-wasm mirror (SDK: read the header map, dispatch it
 # unchanged, ignore the answer): the floor for a mirrored request.
@@ -327,8 +324,8 @@ def summary(values):
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-VALGRIND_KEYS = ["none", "noop", "mirror_0", "mirror_0_lookups", "lanes", "mirror_100_get", "bare_mirror",
-                 "native_get", "noop@browser", "mirror_0@browser", "mirror_0_lookups@browser",
+VALGRIND_KEYS = ["none", "noop", "mirror_0", "lanes", "mirror_100_get", "bare_mirror",
+                 "native_get", "noop@browser", "mirror_0@browser",
                  "mirror_100_get@browser", "bare_mirror@browser", "native_get@browser"]
 
 
@@ -518,8 +515,6 @@ def main():
         ("none", "1. no wasm filter", yaml(), get_lua, None),
         ("noop", "2. empty proxy-wasm filter", yaml(plugin_filter(NOOP, None)), get_lua, None),
         ("mirror_0", "3. traffic-mirror, 0 % sampled", yaml(ours(mirror_config(0))), get_lua, None),
-        ("mirror_0_lookups", "3b. the same, headers looked up one by one (not the map once)",
-         yaml(plugin_filter(LOOKUPS, mirror_config(0))), get_lua, None),
         ("lanes", "3c. lanes only: every request put in one of 3 lanes (header set)",
          yaml(ours(LANES_CONFIG)), get_lua, None),
         ("mirror_1", "4. traffic-mirror, 1 % sampled", yaml(ours(mirror_config(1))), get_lua, None),
@@ -531,8 +526,6 @@ def main():
         ("native_post", "7. native request_mirror_policies, 100 %, POST 16 KiB", yaml(policy=NATIVE_MIRROR), post_lua, None),
         ("noop@browser", "2. empty proxy-wasm filter, browser request", yaml(plugin_filter(NOOP, None)), browser_lua, B),
         ("mirror_0@browser", "3. traffic-mirror, 0 % sampled, browser request", yaml(ours(mirror_config(0))), browser_lua, B),
-        ("mirror_0_lookups@browser", "3b. the same, headers looked up one by one, browser request",
-         yaml(plugin_filter(LOOKUPS, mirror_config(0))), browser_lua, B),
         ("mirror_100_get@browser", "5. traffic-mirror, 100 %, browser GET", yaml(ours(mirror_config(100))), browser_lua, B),
         ("bare_mirror@browser", "5b. bare proxy-wasm mirror, 100 %, browser GET", yaml(plugin_filter(BARE, None)), browser_lua, B),
         ("native_get@browser", "7. native request_mirror_policies, 100 %, browser GET", yaml(policy=NATIVE_MIRROR), browser_lua, B),
@@ -648,7 +641,6 @@ def main():
         }
     cpu = lambda key: best(key, "cpu_us_per_request")
     result["ratios"] = {
-        "mirror_0_vs_lookups": cpu("mirror_0") / cpu("mirror_0_lookups"),
         "lanes_vs_mirror_0": cpu("lanes") / cpu("mirror_0"),
         "mirror_0_vs_noop": cpu("mirror_0") / cpu("noop"),
         "noop_vs_none": cpu("noop") / cpu("none"),
@@ -700,10 +692,7 @@ def main():
               f"{vs_noop:.2f} | {vs_native} | {fmt(c['rps'], 0)} | "
               f"{fmt(c['p50_ms'], 2)} | {fmt(c['p99_ms'], 2)} |")
     spread = lambda key: max(r["cpu_us_per_request"] for r in runs[key]) - cpu(key)
-    print(f"\nthe header map read once, unsampled request: {cpu('mirror_0'):.1f} µs, headers looked up "
-          f"one by one: {cpu('mirror_0_lookups'):.1f} µs: ×{result['ratios']['mirror_0_vs_lookups']:.3f} "
-          f"(spreads +{spread('mirror_0'):.1f} and +{spread('mirror_0_lookups'):.1f} µs)")
-    print(f"lanes only, every request: {cpu('lanes'):.1f} µs, ×{result['ratios']['lanes_vs_mirror_0']:.3f} "
+    print(f"\nlanes only, every request: {cpu('lanes'):.1f} µs, ×{result['ratios']['lanes_vs_mirror_0']:.3f} "
           f"the unsampled mirror (spread +{spread('lanes'):.1f} µs)")
     print("\nEnvoy instructions per request (valgrind callgrind; two measurements, each the "
           f"difference between {3 * COUNTED} and {COUNTED} keep-alive GETs):\n")
@@ -730,10 +719,7 @@ def main():
         "mirrored_vs_native": ins["mirror_100_get" + sfx] / ins["native_get" + sfx]}
         for sfx in ("", "@browser")}
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
-    print("\nthe header map read once instead of headers looked up one by one, counted, unsampled: "
-          + "; ".join(f"{name} {ins['mirror_0' + sfx] - ins['mirror_0_lookups' + sfx]:+,.0f} instructions per request"
-                      for name, sfx in (("wrk's request", ""), ("a browser's", "@browser")))
-          + f"\nlanes only: ×{ins['lanes'] / ins['mirror_0']:.3f} "
+    print(f"\nlanes only: ×{ins['lanes'] / ins['mirror_0']:.3f} "
           f"the unsampled mirror; 100 % GET ×{ins['mirror_100_get'] / ins['native_get']:.3f} native mirroring")
     sm = result["slow_mirror"]
     print(f"\nclient p99, 100 % mirrored GET: healthy mirror {fmt(sm['healthy_p99_ms'], 2)} ms, "

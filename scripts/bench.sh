@@ -14,9 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/setup.sh bench
-cargo build --quiet --target wasm32-wasip1 --release --lib
-cargo build --quiet --target wasm32-wasip1 --release --lib --features bench-header-lookups \
-  --target-dir target/bench-header-lookups
+cargo build --quiet --target wasm32-wasip1 --release
 (cd benches/noop && cargo build --quiet --target wasm32-wasip1 --release --lib)
 (cd benches/bare-mirror && cargo build --quiet --target wasm32-wasip1 --release --lib)
 (cd benches/host-calls && cargo build --quiet --target wasm32-wasip1 --release --lib)

@@ -67,7 +67,7 @@ EOF
 done
 
 say "==> building the module the testbed mounts"
-cargo build --quiet --target wasm32-wasip1 --release --lib
+cargo build --quiet --target wasm32-wasip1 --release
 
 cleanup() {
   say "==> docker compose down"
@@ -96,7 +96,7 @@ say "==> $PRIMARY received $(received "$PRIMARY" | wc -l) requests; $MIRROR rece
 received "$MIRROR" | sed -n 's/.*"x-user-id": "\([^"]*\)".*/\1/p' | sort -V | tr '\n' ' ' | fold -s -w 84 | sed 's/^/    /'
 say
 say "    (the command names the same users, without Docker or Envoy:"
-say "     seq 1 $REQUESTS | sed 's/^/user-/' | cargo run -q --release --bin traffic-mirror -- sample $(grep -o 'compose/[a-z-]*envoy.yaml' "$FILE" | head -n 1 | sed 's|^|envoy/|'))"
+say "     seq 1 $REQUESTS | sed 's/^/user-/' | cargo run -q --release -p traffic-mirror-cli -- sample $(grep -o 'compose/[a-z-]*envoy.yaml' "$FILE" | head -n 1 | sed 's|^|envoy/|'))"
 say
 say "==> a copy as $MIRROR saw it"
 received "$MIRROR" | head -n 1 | sed 's/^/    /'

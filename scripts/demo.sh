@@ -39,7 +39,7 @@ for port in $PORTS; do
 done
 
 echo "==> building the module and the demo upstream"
-cargo build --quiet --target wasm32-wasip1 --release --lib
+cargo build --quiet --target wasm32-wasip1 --release
 cargo build --quiet --example upstream
 
 work=$(mktemp -d)
@@ -128,7 +128,7 @@ demo_mirror() {
 next_steps() { # config, explain arguments
   echo
   echo "==> next: ask the filter's own code what it does with a request, without an Envoy"
-  echo "    cargo run --release --bin traffic-mirror -- explain $1 $2"
+  echo "    cargo run --release -p traffic-mirror-cli -- explain $1 $2"
   echo "    (config: $1; the README's quick start, and docs/command.md for check, explain and sample)"
 }
 

@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
 done
 
 die() { echo "package-oci: $*" >&2; exit 1; }
-[ -f "$wasm" ] || die "$wasm not found; build it first: cargo build --target wasm32-wasip1 --release --lib"
+[ -f "$wasm" ] || die "$wasm not found; build it first: cargo build --target wasm32-wasip1 --release"
 [ "$(head -c 4 "$wasm" | od -An -tx1 | tr -d ' \n')" = "0061736d" ] || die "$wasm is not a wasm module"
 [[ "$tag" =~ ^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$ ]] || die "invalid tag: $tag"
 if [ -e "$out" ]; then

@@ -12,9 +12,10 @@
 # The module is reproducible: the same commit gives the same module, byte for byte,
 # wherever the repository and Cargo's home lie (source paths are remapped, and the build
 # has its own target directory). --check-reproducible builds the module a second time,
-# from a copy of the tracked files elsewhere without the command (src/bin and its
-# native-only dependencies removed), and fails unless both are the same: the module is
-# reproducible and owes nothing to the command. The OCI tar is reproducible from the
+# from a copy of the tracked files elsewhere with only the module's crates (the
+# workspace without the command, cli/, and the emulator, emulator/, and their
+# dependencies), and fails unless both are the same: the module is reproducible and owes
+# nothing to the command or the tests. The OCI tar is reproducible from the
 # module (fixed names, modes and times). Needs cargo with the wasm32-wasip1 target
 # (scripts/setup.sh demo) and python3.
 set -euo pipefail
@@ -59,23 +60,30 @@ if [ -n "$check" ]; then
   copy=$(mktemp -d)
   trap 'rm -rf "$copy"' EXIT
   git ls-files -z | xargs -0 tar -cf - | tar -xf - -C "$copy"
-  rm -rf "$copy/src/bin"
-  # The command's dependencies go too: the block of the native-only ones.
+  rm -rf "$copy/cli" "$copy/emulator"
+  # The workspace of the module alone: its members, without the test-only
+  # dev-dependencies (the emulator among them).
   python3 - "$copy/Cargo.toml" <<'PY'
 import sys
 path = sys.argv[1]
 out, skip = [], False
 for line in open(path).read().split("\n"):
-    if line.startswith("[target.'cfg(not(target_arch = \"wasm32\"))'.dependencies]"):
-        skip = True
+    if line.startswith("["):
+        skip = line == "[dev-dependencies]"
+    if skip:
         continue
-    if skip and line.startswith("["):
-        skip = False
-    if not skip:
-        out.append(line)
+    if line.startswith("members = "):
+        line = 'members = [".", "core"]'
+    if line.startswith("traffic-mirror-emulator"):
+        continue
+    out.append(line)
 open(path, "w").write("\n".join(out))
 PY
-  if grep -q 'clap' "$copy/Cargo.toml"; then log "the copy still depends on clap"; exit 1; fi
+  for dependency in clap yaml-rust2 glob wasmi; do
+    if grep -q "$dependency" "$copy/Cargo.toml" "$copy"/core/Cargo.toml; then
+      log "the copy still depends on $dependency"; exit 1
+    fi
+  done
   again=$(build_module "$copy" "$copy/target")
   first=$(sha256 "$module") second=$(sha256 "$again")
   if [ "$first" != "$second" ]; then
@@ -87,7 +95,7 @@ fi
 
 log "building the command for this host"
 host=$(rustc -vV | awk '/^host:/ {print $2}')
-cargo build --quiet --locked --release --bin traffic-mirror
+cargo build --quiet --locked --release -p traffic-mirror-cli
 
 rm -rf "$out"
 mkdir -p "$out"

@@ -19,36 +19,40 @@ cargo fmt --all -- --check
 (cd fuzz && cargo fmt -- --check)
 cargo fmt --manifest-path tests/trap-module/Cargo.toml -- --check
 
-step "clippy, native (lib, tests, examples)"
-cargo clippy --all-targets -- -D warnings
+step "clippy, native: every crate of the workspace, with its tests and examples"
+cargo clippy --workspace --all-targets -- -D warnings
 
-step "clippy, wasm32-wasip1 (the proxy-wasm ABI shell)"
-cargo clippy --target wasm32-wasip1 --lib -- -D warnings
+step "clippy, wasm32-wasip1: the module (the proxy-wasm ABI shell) and the core under it"
+cargo clippy --target wasm32-wasip1 -- -D warnings
 
-step "unit tests, native (the library and the command), and the lifecycle against a fake host"
-cargo test --lib --bins --test lifecycle
+step "unit tests, native: the core and the command"
+cargo test -p traffic-mirror-core --lib
+cargo test -p traffic-mirror-cli --bins
 
 step "documentation: every relative link and #anchor in README.md, CONTRIBUTING.md, CHANGELOG.md and docs/ resolves"
 cargo test --test docs
 
-step "unit tests, wasm32 (Node, wasm-bindgen-test)"
+step "unit tests of the core, wasm32 (Node, wasm-bindgen-test)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-  cargo test --target wasm32-unknown-unknown --lib
+  cargo test --target wasm32-unknown-unknown -p traffic-mirror-core --lib
 
 step "fuzz the config parser and the request path (bounded; scripts/fuzz.sh N for long runs)"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 
 step "build traffic_mirror.wasm, and the test-only module that traps on demand (tests/trap-module)"
-cargo build --target wasm32-wasip1 --release --lib
+cargo build --target wasm32-wasip1 --release
 ls -l target/wasm32-wasip1/release/traffic_mirror.wasm
 cargo clippy --quiet --release --target wasm32-wasip1 --manifest-path tests/trap-module/Cargo.toml -- -D warnings
 cargo build --quiet --release --target wasm32-wasip1 --manifest-path tests/trap-module/Cargo.toml
 
+step "scenarios without Envoy: each on the core natively and on the built module in the emulated host (their host calls compared)"
+cargo test -p traffic-mirror-emulator
+
 step "the traffic-mirror command: check over every shipped config, and its tests (no Envoy)"
-cargo build --quiet --release --bin traffic-mirror
+cargo build --quiet --release -p traffic-mirror-cli
 target/release/traffic-mirror check envoy/envoy.yaml envoy/sidecar.yaml envoy/lanes.yaml envoy/grpc.yaml \
   envoy/compose/envoy.yaml envoy/compose/sidecar-envoy.yaml envoy/istio/*.yaml
-cargo test --test cli
+cargo test -p traffic-mirror-cli --test cli
 
 step "shipped Envoy config passes envoy --mode validate"
 "$ENVOY_BIN" --mode validate -c envoy/envoy.yaml -l error

@@ -1,63 +1,76 @@
-//! What the filter asks of its host, as small traits: the shell implements them with
-//! proxy-wasm calls into Envoy, the tests and the fuzz target with a fake host
-//! ([`crate::fake_host`]). With [`crate::request::RequestView`] (a request's headers)
-//! and [`crate::metrics::Metrics`] (the stats), they are all the core needs.
+//! The core's [`Host`], implemented with the proxy-wasm ABI: one host function a method,
+//! and nothing else. What the filter makes of an answer or a failure is the core's.
 
-/// How a log line matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Info,
-    Warn,
-    Error,
-}
+use traffic_mirror_core::host::{BufferType, Host, LogLevel, MapType, MetricType, Status};
 
-/// Why the host refused to send a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// It cannot be made: an unknown cluster, or headers without the pseudo-headers.
-    BadArgument,
-    /// It could not be started: no endpoint, or the cluster's circuit breakers are full.
-    InternalFailure,
-    /// Any other status.
-    Other(u32),
-}
+use crate::abi;
 
-impl Refusal {
-    /// The host's status code and what it means, for the log.
-    pub fn describe(self) -> (u32, &'static str) {
-        match self {
-            Refusal::BadArgument => (2, "unknown cluster or bad headers"),
-            Refusal::InternalFailure => (
-                10,
-                "no endpoint, or the cluster's circuit breakers are full",
-            ),
-            Refusal::Other(status) => (status, "see Envoy's log"),
-        }
+/// Envoy, as the module reaches it: through the ABI's host functions.
+pub struct AbiHost;
+
+impl Host for AbiHost {
+    fn log(&mut self, level: LogLevel, message: &str) {
+        abi::log(level, message);
     }
-}
 
-/// What a worker's configuration asks of the host: sending a copy, the time, the log.
-pub trait Host {
-    /// Sends a call to `cluster` with this serialized header map (see [`crate::wire`])
-    /// and body (empty: none); its token, under which its answer comes back.
+    fn now_nanos(&mut self) -> Result<u64, Status> {
+        abi::now_nanos()
+    }
+
+    fn header_map(&mut self, map: MapType) -> Result<Vec<u8>, Status> {
+        abi::header_map(map)
+    }
+
+    fn header(&mut self, map: MapType, name: &str) -> Result<Option<Vec<u8>>, Status> {
+        abi::header(map, name)
+    }
+
+    fn replace_header(&mut self, map: MapType, name: &str, value: &[u8]) -> Result<(), Status> {
+        abi::replace_header(map, name, value)
+    }
+
+    fn remove_header(&mut self, map: MapType, name: &str) -> Result<(), Status> {
+        abi::remove_header(map, name)
+    }
+
+    fn buffer(
+        &mut self,
+        buffer: BufferType,
+        start: usize,
+        max_size: usize,
+    ) -> Result<Vec<u8>, Status> {
+        abi::buffer(buffer, start, max_size)
+    }
+
     fn http_call(
         &mut self,
         cluster: &str,
         headers: &[u8],
         body: &[u8],
         timeout_ms: u32,
-    ) -> Result<u32, Refusal>;
-    /// Wall-clock time in nanoseconds.
-    fn now_nanos(&mut self) -> u64;
-    /// Writes a line to the host's log.
-    fn log(&mut self, level: Level, message: &str);
-}
+    ) -> Result<u32, Status> {
+        abi::http_call(cluster, headers, body, timeout_ms)
+    }
 
-/// A call's answer, while its end is being counted.
-pub trait Answer {
-    /// The first value of a header of the answer (`:status` too); `None` when absent or
-    /// when the call ended without one.
-    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
-    /// The first value of a trailer of the answer.
-    fn trailer(&mut self, name: &str) -> Option<Vec<u8>>;
+    fn define_metric(&mut self, kind: MetricType, name: &str) -> Result<u32, Status> {
+        abi::define_metric(kind, name)
+    }
+
+    fn increment_metric(&mut self, id: u32, offset: i64) -> Result<(), Status> {
+        abi::increment_metric(id, offset)
+    }
+
+    fn record_metric(&mut self, id: u32, value: u64) -> Result<(), Status> {
+        abi::record_metric(id, value)
+    }
+
+    fn done(&mut self) -> Result<(), Status> {
+        abi::done()
+    }
+
+    fn random_seed(&mut self) -> u64 {
+        // WASI's random_get, i.e. the host's random source. Should it fail, the draws
+        // are as uniform from 0, only foreseeable.
+        abi::random_u64().unwrap_or(0)
+    }
 }

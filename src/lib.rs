@@ -1,44 +1,140 @@
-//! traffic-mirror: a proxy-wasm HTTP filter that copies a hash-sampled share of
-//! requests to mirror clusters, fire and forget, and puts users into sticky release
-//! lanes with the same hash.
+//! traffic-mirror, the module: the proxy-wasm callbacks Envoy calls, each handed to one
+//! method of the core's [`Vm`] (`traffic_mirror_core::lifecycle`), with the host behind
+//! the core's `Host` trait ([`host`], over the ABI's host functions, [`abi`]). Nothing
+//! here decides anything. Envoy runs one VM instance per worker thread and calls it from
+//! that thread only, so the VM's state is a thread-local.
 //!
-//! Everything that decides and builds is plain Rust without host calls, tested natively
-//! and on wasm32. A request's whole way is [`lifecycle`]: a configuration on a worker and
-//! one request, driven by the host through small traits ([`host`], [`request`],
-//! [`metrics`]). Its steps: [`lanes`]; [`decision`] (the loop header, [`matching`],
-//! [`sampling`]); [`capture`] (the body, against [`budget`]); [`copy`] (the copy's
-//! headers, in the host's map format, [`wire`]); [`outbox`] (the limits, [`limits`], and
-//! the calls in flight, in an [`id_map`]); [`retirement`] (a replaced configuration's). [`config`] parses
-//! and compiles the configuration, [`log_throttle`] keeps failures from flooding the log,
-//! [`suggest`] finds the name a misspelt one meant, [`explain`] tells a request's way in
-//! words for the command, [`istio`] renders a `pluginConfig` as Istio hands it over, and
-//! [`fake_host`] (native only) plays the host in tests. The `shell` module, compiled for
-//! `wasm32-wasip1` only, is the proxy-wasm ABI: the callbacks Envoy calls, translated
-//! into the lifecycle's.
+//! Built with `cargo build --target wasm32-wasip1 --release`:
+//! `target/wasm32-wasip1/release/traffic_mirror.wasm`.
 
-pub mod budget;
-pub mod capture;
-pub mod config;
-pub mod copy;
-pub mod decision;
-pub mod explain;
-#[cfg(not(target_os = "wasi"))]
-pub mod fake_host;
-pub mod host;
-pub mod id_map;
-pub mod istio;
-pub mod lanes;
-pub mod lifecycle;
-pub mod limits;
-pub mod log_throttle;
-pub mod matching;
-pub mod metrics;
-pub mod outbox;
-pub mod request;
-pub mod retirement;
-pub mod sampling;
-pub mod suggest;
-pub mod wire;
+mod abi;
+mod host;
 
-#[cfg(target_os = "wasi")]
-mod shell;
+use std::cell::RefCell;
+
+use traffic_mirror_core::host::LogLevel;
+use traffic_mirror_core::lifecycle::Vm;
+
+use host::AbiHost;
+
+/// What the request callbacks return: go on (the filter never pauses a request).
+const CONTINUE: u32 = 0;
+
+thread_local! {
+    /// Every context of this VM instance.
+    static VM: RefCell<Vm<AbiHost>> = RefCell::new(Vm::new(AbiHost));
+}
+
+/// Runs `f` on the VM. Envoy never calls back into a VM that is inside a callback (it
+/// defers such calls), so it is never borrowed twice; if it ever were, the callback is
+/// skipped rather than the VM taken down.
+fn with_vm<R>(default: R, f: impl FnOnce(&mut Vm<AbiHost>) -> R) -> R {
+    VM.with(|vm| match vm.try_borrow_mut() {
+        Ok(mut vm) => f(&mut vm),
+        Err(_) => {
+            abi::log(
+                LogLevel::Error,
+                "traffic-mirror: re-entrant callback skipped",
+            );
+            default
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+extern "C" {
+    fn __wasm_call_ctors();
+}
+
+#[no_mangle]
+pub extern "C" fn _initialize() {
+    // SAFETY: runs the module's static constructors once, as the WASI reactor model
+    // expects of `_initialize`.
+    unsafe { __wasm_call_ctors() };
+    // A panic should never happen (clippy denies the usual causes); if one does, say
+    // so in Envoy's log before the VM stops.
+    std::panic::set_hook(Box::new(|info| {
+        abi::log(
+            LogLevel::Critical,
+            &format!("traffic-mirror: panic: {info}"),
+        );
+    }));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(context_id: u32, parent_context_id: u32) {
+    with_vm((), |vm| vm.on_context_create(context_id, parent_context_id));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(root_context_id: u32, vm_configuration_size: usize) -> u32 {
+    with_vm(false, |vm| {
+        vm.on_vm_start(root_context_id, vm_configuration_size)
+    })
+    .into()
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(root_context_id: u32, configuration_size: usize) -> u32 {
+    with_vm(false, |vm| {
+        vm.on_configure(root_context_id, configuration_size)
+    })
+    .into()
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(
+    context_id: u32,
+    num_headers: usize,
+    end_of_stream: u32,
+) -> u32 {
+    with_vm((), |vm| {
+        vm.on_request_headers(context_id, num_headers, end_of_stream != 0)
+    });
+    CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_body(
+    context_id: u32,
+    body_size: usize,
+    end_of_stream: u32,
+) -> u32 {
+    with_vm((), |vm| {
+        vm.on_request_body(context_id, body_size, end_of_stream != 0)
+    });
+    CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_trailers(context_id: u32, num_trailers: usize) -> u32 {
+    with_vm((), |vm| vm.on_request_trailers(context_id, num_trailers));
+    CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_http_call_response(
+    root_context_id: u32,
+    token: u32,
+    num_headers: usize,
+    body_size: usize,
+    num_trailers: usize,
+) {
+    with_vm((), |vm| {
+        vm.on_http_call_response(root_context_id, token, num_headers, body_size, num_trailers)
+    });
+}
+
+/// 1: the host may delete the context now; 0: not yet (a replaced root with copies in
+/// flight, which says `proxy_done` once they have ended).
+#[no_mangle]
+pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
+    with_vm(true, |vm| vm.on_done(context_id)).into()
+}
+
+// Not exported, because Envoy skips callbacks a module does not export and each one saves
+// a call into the VM per request: `proxy_on_delete` (Envoy calls it right after
+// `proxy_on_done`, which already forgets the context), `proxy_on_log`, and every response
+// callback (the filter never looks at responses).

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use traffic_mirror::config::parse;
+use traffic_mirror_core::config::parse;
 
 fuzz_target!(|data: &[u8]| {
     match parse(data) {

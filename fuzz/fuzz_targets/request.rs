@@ -1,5 +1,5 @@
-//! The whole request path over arbitrary requests, through the filter's own lifecycle
-//! (`Contexts`, driven as Envoy drives it, against the fake host): headers (names,
+//! The whole request path over arbitrary requests, through the filter's own VM
+//! (`Vm`, driven as Envoy drives it by the `testing` driver, against the fake host): headers (names,
 //! values, cookies, queries, `:path`), body chunks, a request that ends before it is
 //! complete, the copies sent, refused or answered. The plan uses every key kind, match
 //! rule and header operation, with a small `max_buffered_bytes` and a small
@@ -11,13 +11,12 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
-use traffic_mirror::config::{parse, Plan};
-use traffic_mirror::fake_host::{FakeAnswer, FakeHost};
-use traffic_mirror::host::Refusal;
-use traffic_mirror::lifecycle::{Contexts, Worker};
-use traffic_mirror::metrics::{Counter, Tally};
-use traffic_mirror::request::{HeaderList, RequestView};
-use traffic_mirror::wire;
+use traffic_mirror_core::config::{parse, Plan};
+use traffic_mirror_core::host::Status;
+use traffic_mirror_core::lifecycle::Vm;
+use traffic_mirror_core::stats::Counter;
+use traffic_mirror_core::testing::{Envoy, FakeAnswer, FakeHost};
+use traffic_mirror_core::wire;
 
 const PLAN: &str = r#"{
   "targets": [
@@ -48,8 +47,6 @@ fn plan() -> &'static Plan {
 }
 
 const ROOT: u32 = 1;
-const HOLDER: u32 = 2;
-const REQUEST: u32 = 3;
 
 // Input layout: fields separated by 0xFF. The first field seeds the random source and
 // says (its first byte) how much of the budget another request holds, whether the
@@ -79,59 +76,65 @@ fuzz_target!(|data: &[u8]| {
     let complete = seed.last().is_none_or(|b| b & 1 == 0);
     let plan = plan();
 
+    // A fresh VM for each input, its random draws seeded by the input.
     let mut host = FakeHost::new();
-    let mut contexts: Contexts<Tally> = Contexts::default();
-    contexts.create(ROOT, 0);
-    // Compiled once; each input gets a fresh worker of its own, seeded by the input.
-    let seed_value = seed
+    host.seed = seed
         .iter()
         .fold(7u64, |a, &b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let worker = Worker::new(plan.clone(), Tally::default(), seed_value);
-    contexts.configure(ROOT, worker);
+    let mut envoy = Envoy::new(Vm::new(host));
+    assert!(envoy.configure(ROOT, PLAN));
 
     // Another request holds part of max_buffered_bytes, its body declared and never sent.
     let held = usize::from(seed.first().copied().unwrap_or(0)) * 8;
-    contexts.create(HOLDER, ROOT);
     let length = held.to_string();
-    let mut holder = HeaderList::new(&[
-        (":method", b"POST"),
-        (":path", b"/"),
-        (":authority", b"h"),
-        ("x-lane", b"canary"),
-        ("content-length", length.as_bytes()),
-    ]);
-    contexts.request_headers(HOLDER, &mut holder, false, &mut host);
+    let holder = envoy.request(
+        ROOT,
+        &[
+            (":method", "POST"),
+            (":path", "/"),
+            (":authority", "h"),
+            ("x-lane", "canary"),
+            ("content-length", &length),
+        ],
+        &[],
+        false,
+    );
 
     if seed.len() > 1 && seed.last().is_some_and(|b| b & 2 != 0) {
-        host.refuse = Some(Refusal::InternalFailure);
+        envoy.host().refuse = Some(Status::InternalFailure);
     }
-    contexts.create(REQUEST, ROOT);
-    let mut request = HeaderList { headers };
-    let incoming_lane = request.header("x-lane").map(<[u8]>::to_vec);
-    contexts.request_headers(
-        REQUEST,
-        &mut request,
-        chunks.is_empty() && complete,
-        &mut host,
-    );
+    let incoming_lane = headers
+        .iter()
+        .find(|(n, _)| n == "x-lane")
+        .map(|(_, v)| v.clone());
+    let refs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let request = envoy.request_bytes(ROOT, &refs, &[], chunks.is_empty() && complete);
     // The lane written on the request, as routes see it.
     if let Some(lanes) = &plan.lanes {
-        let lane = request.header(&lanes.header);
+        let written = envoy.host().requests.get(&request).and_then(|r| {
+            r.headers
+                .iter()
+                .find(|(n, _)| *n == lanes.header)
+                .map(|(_, v)| v.clone())
+        });
         let kept = incoming_lane.is_some_and(|v| !v.is_empty()) && lanes.keep_incoming;
         if !kept {
-            assert!(lane.is_some_and(|v| lanes.names.iter().any(|n| n.as_bytes() == v)));
+            assert!(written.is_some_and(|v| lanes.names.iter().any(|n| n.as_bytes() == v)));
         }
     }
     for (i, chunk) in chunks.iter().enumerate() {
         let last = complete && i == chunks.len() - 1;
-        let bytes = chunk.to_vec();
-        contexts.request_body(REQUEST, chunk.len(), last, |_| Some(bytes), &mut host);
-        let budgets = contexts.budgets();
+        envoy.body(request, chunk, last);
+        let budgets = envoy.filter.budgets();
         assert!(budgets.buffered.held() <= plan.max_buffered_bytes);
     }
-    contexts.done(REQUEST, &mut host);
+    envoy.done(request);
 
-    for call in &host.sent {
+    let sent = envoy.host().sent.clone();
+    for call in &sent {
         let (index, target) = plan
             .targets
             .iter()
@@ -159,7 +162,7 @@ fuzz_target!(|data: &[u8]| {
                 .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())));
         }
     }
-    let budgets = contexts.budgets();
+    let budgets = envoy.filter.budgets();
     assert!(
         budgets.buffered.peak() <= plan.max_buffered_bytes,
         "never past the budget"
@@ -168,61 +171,37 @@ fuzz_target!(|data: &[u8]| {
         budgets.in_flight.peak() <= plan.max_in_flight_bytes,
         "never past max_in_flight_bytes"
     );
-    // Every copy's end, with statuses from the seed, also none at all.
-    for (i, call) in host.sent.clone().iter().enumerate() {
+    // Every copy's end, with statuses from the seed, also none at all; a second delivery
+    // of the same token counts nothing.
+    for (i, call) in sent.iter().enumerate() {
         let status = seed.get(i % seed.len().max(1)).copied().unwrap_or(0);
-        let mut answer = match status % 4 {
+        let answer = match status % 4 {
             0 => FakeAnswer::none(),
             1 => FakeAnswer::status(200).trailer("grpc-status", &(status % 20).to_string()),
             2 => FakeAnswer::status(503),
             _ => FakeAnswer::status(u16::from(status)),
         };
-        let trailers = answer.trailers.len();
-        contexts.call_answered(
-            ROOT,
-            call.token,
-            &mut answer,
-            usize::from(status),
-            trailers,
-            &mut host,
-        );
-        let mut again = FakeAnswer::status(200);
-        contexts.call_answered(ROOT, call.token, &mut again, 0, 0, &mut host);
+        envoy.answer(call.token, answer, usize::from(status));
+        envoy.answer(call.token, FakeAnswer::status(200), 0);
     }
-    contexts.delete(HOLDER);
-    let budgets = contexts.budgets();
+    envoy.done(holder);
+    let budgets = envoy.filter.budgets();
     assert_eq!(budgets.buffered.held(), 0, "every byte given back");
     assert_eq!(
         budgets.in_flight.held(),
         0,
         "every in-flight byte given back"
     );
-    let tally = &contexts.root(ROOT).expect("configured").metrics;
-    for (index, _) in plan.targets.iter().enumerate() {
-        let outcomes: u64 = Counter::SAMPLED_OUTCOMES
-            .iter()
-            .map(|&c| tally.get(index, c))
-            .sum();
-        let ended: u64 = Counter::RESPONSES
-            .iter()
-            .map(|&c| tally.get(index, c))
-            .sum();
-        assert_eq!(
-            tally.get(index, Counter::Sampled),
-            outcomes,
-            "target {index}"
-        );
-        assert_eq!(
-            tally.get(index, Counter::Dispatched),
-            ended,
-            "each copy ends once"
-        );
-        assert_eq!(
-            tally.latencies(index).len() as u64,
-            ended,
-            "every end timed"
-        );
-        assert!(tally.get(index, Counter::Sampled) <= tally.get(index, Counter::Requests));
-        assert_eq!(tally.in_flight(index), 0);
+    let host = envoy.host();
+    for target in &plan.targets {
+        let get = |c: &Counter| host.target_stat(&target.name, c.name());
+        let outcomes: i64 = Counter::SAMPLED_OUTCOMES.iter().map(get).sum();
+        let ended: i64 = Counter::RESPONSES.iter().map(get).sum();
+        assert_eq!(get(&Counter::Sampled), outcomes, "target {}", target.name);
+        assert_eq!(get(&Counter::Dispatched), ended, "each copy ends once");
+        let latencies = host.histogram(&format!("traffic_mirror.{}.latency_ms", target.name));
+        assert_eq!(latencies.len() as i64, ended, "every end timed");
+        assert!(get(&Counter::Sampled) <= get(&Counter::Requests));
+        assert_eq!(host.target_stat(&target.name, "in_flight"), 0);
     }
 });

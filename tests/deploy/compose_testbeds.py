@@ -288,7 +288,7 @@ def main():
         return 0
     L.require_module()
     if not os.access(COMMAND, os.X_OK):
-        print(f"FAIL {COMMAND} is missing: cargo build --release --bin traffic-mirror", flush=True)
+        print(f"FAIL {COMMAND} is missing: cargo build --release -p traffic-mirror-cli", flush=True)
         return 1
     state = {}
 

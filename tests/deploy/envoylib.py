@@ -59,7 +59,7 @@ def envoy_version():
 
 def require_module():
     if not os.path.isfile(MODULE):
-        fail(f"{MODULE} is missing: build it with cargo build --target wasm32-wasip1 --release --lib")
+        fail(f"{MODULE} is missing: build it with cargo build --target wasm32-wasip1 --release")
     return MODULE
 
 

@@ -30,7 +30,7 @@ fail() {
 }
 ok() { passed=$((passed + 1)); echo "ok   $*"; }
 
-[ -f "$module" ] || fail "$module is missing: cargo build --target wasm32-wasip1 --release --lib"
+[ -f "$module" ] || fail "$module is missing: cargo build --target wasm32-wasip1 --release"
 for tool in skopeo docker-registry curl python3 tar gzip; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (scripts/setup.sh installs it)"
 done

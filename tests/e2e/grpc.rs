@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::support::python::{grpc_calls, h2_requests, GrpcRequest, GrpcServer, H2Request};
 use crate::support::{wait_for, Envoy, EnvoyConfig, Request, Upstream};
 use crate::{assert_accounted, pattern, send_all, SETTLE};
-use traffic_mirror::sampling::{bucket, threshold};
+use traffic_mirror_core::sampling::{bucket, threshold};
 
 /// The users whose key the target (salt, percent) samples, by the specification's rule.
 fn sampled(salt: &str, percent: f64, keys: &[String]) -> BTreeSet<String> {

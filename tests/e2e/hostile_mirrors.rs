@@ -8,6 +8,7 @@
 //! What is measured is Envoy's resident memory plus the bytes queued in its TCP sockets,
 //! sampled every few milliseconds for the peak.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
@@ -42,12 +43,14 @@ enum Load {
 
 /// What one run of a load measured, and the Envoy it ran in (still running).
 struct Run {
+    /// What the run was (the label given to [`run`]).
+    label: String,
     envoy: Envoy,
     _primary: Upstream,
     /// Envoy's peak while the load ran, less what it held before.
     growth: u64,
     /// The target's stats once the load had run.
-    stats: std::collections::BTreeMap<String, u64>,
+    stats: BTreeMap<String, u64>,
     /// The slowest client request.
     slowest: Duration,
 }
@@ -137,6 +140,7 @@ fn run(
         mib(before.sockets),
     );
     Run {
+        label: label.to_string(),
         envoy,
         _primary: primary,
         growth,
@@ -199,6 +203,42 @@ fn assert_past_bound(unlimited: &Run, baseline: &Run) {
     );
 }
 
+/// Asserts that the stats named have these values (a stat missing is wrong too); the
+/// others are not looked at. The message says whose stats they are (`what`) and shows
+/// them all.
+fn assert_stats(what: &str, stats: &BTreeMap<String, u64>, expected: &[(&str, u64)]) {
+    let actual: Vec<(&str, Option<u64>)> = expected
+        .iter()
+        .map(|&(name, _)| (name, stats.get(name).copied()))
+        .collect();
+    let expected: Vec<(&str, Option<u64>)> = expected
+        .iter()
+        .map(|&(name, value)| (name, Some(value)))
+        .collect();
+    assert_eq!(actual, expected, "{what}: {stats:?}");
+}
+
+impl Run {
+    /// Asserts the target's stats once the load had run (see [`assert_stats`]).
+    fn assert_stats(&self, expected: &[(&str, u64)]) {
+        assert_stats(&self.label, &self.stats, expected);
+    }
+}
+
+/// Asserts that the stats named of Envoy's cluster `cluster` (`cluster.<cluster>.<name>`)
+/// have these values; a stat Envoy has not created yet counts as 0.
+fn assert_cluster_stats(envoy: &Envoy, cluster: &str, expected: &[(&str, u64)]) {
+    let stats = envoy.stats();
+    let actual: Vec<(&str, u64)> = expected
+        .iter()
+        .map(|&(name, _)| {
+            let value = stats.get(&format!("cluster.{cluster}.{name}")).copied();
+            (name, value.unwrap_or(0))
+        })
+        .collect();
+    assert_eq!(actual, expected, "stats of cluster {cluster}");
+}
+
 fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|line| line.contains(needle)).count()
 }
@@ -237,16 +277,10 @@ fn a_mirror_answering_huge_bodies_slowly_cannot_grow_envoy() {
         },
     );
     assert_within_bound(&limited, &baseline);
-    assert_eq!(
-        limited.stats["dispatched"], COPIES as u64,
-        "{:?}",
-        limited.stats
-    );
-    assert_eq!(
-        limited.stats["responses_failed"], COPIES as u64,
-        "{:?}",
-        limited.stats
-    );
+    limited.assert_stats(&[
+        ("dispatched", COPIES as u64),
+        ("responses_failed", COPIES as u64),
+    ]);
     assert_eq!(
         mirror.answered_whole(),
         0,
@@ -275,11 +309,7 @@ fn a_mirror_answering_huge_bodies_slowly_cannot_grow_envoy() {
         },
     );
     assert_past_bound(&unlimited, &baseline);
-    assert_eq!(
-        unlimited.stats["responses_2xx"], COPIES as u64,
-        "{:?}",
-        unlimited.stats
-    );
+    unlimited.assert_stats(&[("responses_2xx", COPIES as u64)]);
     assert_eq!(mirror.answered_whole(), COPIES as u64);
     let log = unlimited.envoy.log();
     assert_eq!(
@@ -329,28 +359,31 @@ fn a_mirror_that_stops_reading_cannot_grow_envoy() {
         },
     );
     assert_within_bound(&limited, &baseline);
-    assert_eq!(limited.stats["dispatched"], fit, "{:?}", limited.stats);
-    assert_eq!(limited.stats["in_flight"], fit, "{:?}", limited.stats);
-    assert_eq!(
-        limited.stats["skipped_in_flight"],
-        COPIES as u64 - fit,
-        "{:?}",
-        limited.stats
-    );
-    assert_eq!(limited.stats["sampled"], COPIES as u64);
+    limited.assert_stats(&[
+        ("dispatched", fit),
+        ("in_flight", fit),
+        ("skipped_in_flight", COPIES as u64 - fit),
+        ("sampled", COPIES as u64),
+    ]);
     // The mirror goes away: each stuck copy ends, its bytes come back, and a later
     // request is copied again.
     drop(mirror);
     let stats = assert_accounted(&limited.envoy, "mirror");
-    assert_eq!(stats["responses_5xx"], fit, "{stats:?}");
+    assert_stats("mirror", &stats, &[("responses_5xx", fit)]);
     let mirror = Upstream::start("mirror-again");
     let _ = mirror;
     let mut connection = Connection::open(limited.envoy.listener());
     let later = Request::post("/later", crate::pattern(BODY, 4)).header("x-user-id", "later");
     assert_eq!(connection.send(&later).status, 200);
     let stats = assert_accounted(&limited.envoy, "mirror");
-    assert_eq!(stats["dispatched"], fit + 1, "{stats:?}");
-    assert_eq!(stats["skipped_in_flight"], COPIES as u64 - fit, "{stats:?}");
+    assert_stats(
+        "mirror",
+        &stats,
+        &[
+            ("dispatched", fit + 1),
+            ("skipped_in_flight", COPIES as u64 - fit),
+        ],
+    );
 
     // Without the limit, every copy is handed over and Envoy holds them all.
     let mirror = stops_reading();
@@ -367,7 +400,7 @@ fn a_mirror_that_stops_reading_cannot_grow_envoy() {
         },
     );
     assert_past_bound(&unlimited, &baseline);
-    assert_eq!(unlimited.stats["dispatched"], COPIES as u64);
+    unlimited.assert_stats(&[("dispatched", COPIES as u64)]);
 }
 
 #[test]
@@ -395,20 +428,17 @@ fn copies_held_by_a_mirror_that_never_answers_stop_at_max_in_flight() {
         },
     );
     assert_within_bound(&held, &baseline);
-    assert_eq!(held.stats["dispatched"], MAX_IN_FLIGHT, "{:?}", held.stats);
-    assert_eq!(
-        held.stats["skipped_in_flight"],
-        COPIES as u64 - MAX_IN_FLIGHT,
-        "{:?}",
-        held.stats
-    );
+    held.assert_stats(&[
+        ("dispatched", MAX_IN_FLIGHT),
+        ("skipped_in_flight", COPIES as u64 - MAX_IN_FLIGHT),
+    ]);
     eprintln!(
         "each copy held (no body, no answer) cost Envoy {:.1} KiB",
         held.growth.saturating_sub(baseline.growth) as f64 / MAX_IN_FLIGHT as f64 / 1024.0
     );
     drop(mirror);
     let stats = assert_accounted(&held.envoy, "mirror");
-    assert_eq!(stats["responses_5xx"], MAX_IN_FLIGHT, "{stats:?}");
+    assert_stats("mirror", &stats, &[("responses_5xx", MAX_IN_FLIGHT)]);
 }
 
 #[test]
@@ -432,16 +462,10 @@ fn a_mirror_answering_normally_stays_within_the_bound() {
         },
     );
     assert_within_bound(&normal, &baseline);
-    assert_eq!(
-        normal.stats["dispatched"], COPIES as u64,
-        "{:?}",
-        normal.stats
-    );
-    assert_eq!(
-        normal.stats["responses_2xx"], COPIES as u64,
-        "{:?}",
-        normal.stats
-    );
+    normal.assert_stats(&[
+        ("dispatched", COPIES as u64),
+        ("responses_2xx", COPIES as u64),
+    ]);
     assert_eq!(mirror.count(), COPIES);
 }
 
@@ -473,39 +497,37 @@ fn in_flight_bytes_are_one_budget_for_a_replaced_configuration_and_its_successor
     wait_until(SETTLE, "three copies to reach the stalled mirror", || {
         mirror.stalled() == 3
     });
-    let stats = envoy.mirror_stats("before");
-    assert_eq!(
-        (
-            stats["dispatched"],
-            stats["skipped_in_flight"],
-            stats["in_flight"]
-        ),
-        (3, 2, 3),
-        "{stats:?}"
+    assert_stats(
+        "before",
+        &envoy.mirror_stats("before"),
+        &[
+            ("dispatched", 3),
+            ("skipped_in_flight", 2),
+            ("in_flight", 3),
+        ],
     );
 
     // The update replaces the configuration; the old one's copies still hold their
     // bytes, so the new one has no room either.
     assert!(envoy.push(&config("after")), "the update was applied");
     post(2);
-    let stats = envoy.mirror_stats("after");
-    assert_eq!(
-        (stats["dispatched"], stats["skipped_in_flight"]),
-        (0, 2),
-        "{stats:?}"
+    assert_stats(
+        "after",
+        &envoy.mirror_stats("after"),
+        &[("dispatched", 0), ("skipped_in_flight", 2)],
     );
 
     // The mirror goes away: the old copies end, their bytes come back, and the new
     // configuration copies again (to a closed port now: Envoy answers them 503).
     drop(mirror);
     let before = assert_accounted(&envoy, "before");
-    assert_eq!(before["responses_5xx"], 3, "{before:?}");
+    assert_stats("before", &before, &[("responses_5xx", 3)]);
     post(2);
     let after = assert_accounted(&envoy, "after");
-    assert_eq!(
-        (after["dispatched"], after["skipped_in_flight"]),
-        (2, 2),
-        "{after:?}"
+    assert_stats(
+        "after",
+        &after,
+        &[("dispatched", 2), ("skipped_in_flight", 2)],
     );
 }
 
@@ -549,32 +571,34 @@ fn copies_that_end_without_a_complete_answer_are_told_apart_by_the_mirror_cluste
     drop(closing);
     for name in ["long", "closing", "late"] {
         let stats = assert_accounted(&envoy, name);
-        assert_eq!(stats["responses_failed"], COPIES, "{name}: {stats:?}");
+        assert_stats(name, &stats, &[("responses_failed", COPIES)]);
     }
-    let stat = |cluster: &str, name: &str| {
-        envoy
-            .stats()
-            .get(&format!("cluster.{cluster}.{name}"))
-            .copied()
-            .unwrap_or(0)
-    };
     // Envoy cut the long answers: it closed the connections itself.
-    assert_eq!(
-        stat("long", "upstream_cx_destroy_local_with_active_rq"),
-        COPIES
+    assert_cluster_stats(
+        &envoy,
+        "long",
+        &[
+            ("upstream_cx_destroy_local_with_active_rq", COPIES),
+            ("upstream_cx_destroy_remote_with_active_rq", 0),
+            ("upstream_rq_timeout", 0),
+        ],
     );
-    assert_eq!(stat("long", "upstream_cx_destroy_remote_with_active_rq"), 0);
-    assert_eq!(stat("long", "upstream_rq_timeout"), 0);
     // The closing mirror closed them.
-    assert_eq!(
-        stat("closing", "upstream_cx_destroy_remote_with_active_rq"),
-        COPIES
-    );
-    assert_eq!(
-        stat("closing", "upstream_cx_destroy_local_with_active_rq"),
-        0
+    assert_cluster_stats(
+        &envoy,
+        "closing",
+        &[
+            ("upstream_cx_destroy_remote_with_active_rq", COPIES),
+            ("upstream_cx_destroy_local_with_active_rq", 0),
+        ],
     );
     // The late answers ran past timeout_ms after their headers: a timeout, not a 504.
-    assert_eq!(stat("late", "upstream_rq_timeout"), COPIES);
-    assert_eq!(stat("late", "upstream_cx_destroy_remote_with_active_rq"), 0);
+    assert_cluster_stats(
+        &envoy,
+        "late",
+        &[
+            ("upstream_rq_timeout", COPIES),
+            ("upstream_cx_destroy_remote_with_active_rq", 0),
+        ],
+    );
 }

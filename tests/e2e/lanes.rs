@@ -19,7 +19,7 @@ use crate::{assert_counters, wait_settled};
 const HEADER: &str = "x-lane";
 const SALT: &str = "checkout-2026-11";
 
-/// The normative assignment (SPEC.md, "Lanes"), written out on its own: the lane of
+/// The normative assignment (docs/specification.md, "Lane assignment"), written out on its own: the lane of
 /// `key` under `split`, or `default`.
 fn rule_lane<'a>(key: &str, split: &[(&'a str, f64)], default: Option<&'a str>) -> Option<&'a str> {
     let bucket = xxh64(format!("{SALT}:{key}").as_bytes(), 0) % 1_000_000;

@@ -1,5 +1,5 @@
 //! End-to-end tests: the built module (`target/wasm32-wasip1/release/traffic_mirror.wasm`,
-//! built by `cargo build --target wasm32-wasip1 --release --lib`) in a real Envoy (`$ENVOY_BIN`
+//! built by `cargo build --target wasm32-wasip1 --release`) in a real Envoy (`$ENVOY_BIN`
 //! or the pinned `.venv/bin/envoy`) against recording upstreams, all on 127.0.0.1.
 //!
 //! A missing Envoy or module fails every test here; nothing is skipped.
@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::{wait_for, Connection, Envoy, Request, Response};
-use traffic_mirror::metrics::{Counter, IN_FLIGHT};
+use traffic_mirror_core::stats::{Counter, IN_FLIGHT};
 
 /// Deadline for copies to arrive and their answers to be counted (normally a few ms).
 pub const SETTLE: Duration = Duration::from_secs(20);

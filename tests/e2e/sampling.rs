@@ -11,7 +11,7 @@ use crate::support::upstream::escaped;
 use crate::support::{Envoy, EnvoyConfig, Received, Request, Upstream};
 use crate::{assert_counters, send_all, wait_settled};
 
-/// The normative rule (SPEC.md, "The sampling decision"), written out on its own:
+/// The normative rule (docs/specification.md, "The sampling decision"), written out on its own:
 ///
 /// ```text
 /// h         = XXH64(bytes(S) ++ b":" ++ bytes(K), seed = 0)

@@ -3,7 +3,12 @@
 //!
 //! - [`upstream`]: the recording HTTP/1.1 server (also `examples/upstream.rs`).
 //! - [`client`]: an HTTP/1.1 client with keep-alive and chunked uploads.
-//! - [`envoy`]: Envoy from a configuration template; stats; `--mode validate`.
+//! - [`envoy`]: a real Envoy, one concept to a file under `envoy/`: where things are and
+//!   work directories (`files`), the configuration (`config`) and the bootstrap YAML it
+//!   is written out as (`template`), the running process (`process`), ECDS delivery
+//!   (`ecds`), `/stats` (`stats`), memory held (`memory`), `--mode validate`
+//!   (`validation`).
+//! - [`command`]: the `traffic-mirror` command, as the tests run it.
 //! - [`python`]: HTTP/2 and gRPC peers (grpcio, h2) from `tests/support/http2.py`.
 //!
 //! Every wait is a poll with a deadline ([`wait_until`], [`wait_for`]); nothing sleeps

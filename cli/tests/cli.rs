@@ -1,0 +1,732 @@
+//! The `traffic-mirror` command as a user runs it, without an Envoy: `check` over every
+//! shipped configuration and over every bad configuration the unit tests know, its exit
+//! statuses, standard input, `explain` and `sample`. (Its agreement with the module in a
+//! real Envoy is in tests/e2e/command.rs.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "../../tests/support/command.rs"]
+mod command;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn repo() -> PathBuf {
+    command::repo()
+}
+
+/// Runs the command in the repository with `stdin`.
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    command::traffic_mirror(args, stdin)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every shipped file with a traffic-mirror configuration.
+fn shipped() -> Vec<String> {
+    let mut files = vec![
+        "envoy/envoy.yaml".to_string(),
+        "envoy/sidecar.yaml".to_string(),
+        "envoy/lanes.yaml".to_string(),
+        "envoy/grpc.yaml".to_string(),
+        "envoy/compose/envoy.yaml".to_string(),
+        "envoy/compose/sidecar-envoy.yaml".to_string(),
+    ];
+    // The WasmPlugin manifests (proxy-runtime/ holds the proxies' runtime value, no
+    // plugin configuration).
+    let mut istio: Vec<String> = std::fs::read_dir(repo().join("envoy/istio"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| format!("envoy/istio/{}", e.file_name().to_string_lossy()))
+        .collect();
+    istio.sort();
+    files.extend(istio);
+    files
+}
+
+#[test]
+fn check_passes_every_shipped_configuration() {
+    let files = shipped();
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let out = run(&args, b"");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    // The one warning of each compose config: it names the module by its path in the
+    // container.
+    let (warnings, lines): (Vec<&str>, Vec<&str>) =
+        stdout.lines().partition(|l| l.contains(": warning: "));
+    let warning = |file: &str, listener: &str| {
+        format!(
+            "{file}: {listener} > envoy.filters.network.http_connection_manager > \
+             envoy.filters.http.wasm: warning: vm_config.code.local.filename: no file \
+             /etc/envoy/traffic_mirror.wasm from {}: Envoy opens it from its own working \
+             directory, or fails to load the filter",
+            repo().display()
+        )
+    };
+    assert_eq!(
+        warnings,
+        [
+            warning("envoy/compose/envoy.yaml", "ingress"),
+            warning("envoy/compose/sidecar-envoy.yaml", "inbound")
+        ],
+        "(the module must be built: cargo build --target wasm32-wasip1 --release --lib)"
+    );
+    assert_eq!(lines.len(), files.len(), "{stdout}");
+    for (file, line) in files.iter().zip(&lines) {
+        assert!(line.starts_with(file.as_str()), "{line}");
+        assert!(line.contains(": ok ("), "{line}");
+    }
+    assert!(stdout.contains("envoy/lanes.yaml: ingress > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm: ok (lanes canary, beta, stable (header x-lane))"), "{stdout}");
+    assert!(stdout.contains("envoy/istio/wasmplugin-sidecar.yaml: WasmPlugin shop/traffic-mirror: ok (targets staging)"), "{stdout}");
+}
+
+#[test]
+fn check_takes_directories_and_globs_and_skips_files_without_a_configuration() {
+    for path in ["envoy/", "envoy/*.yaml"] {
+        let out = run(&["check", path], b"");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{path}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("envoy/grpc.yaml: ingress > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm: ok (targets staging)"),
+            "{path}: {stdout}"
+        );
+        assert!(
+            stderr.contains(
+                "note: envoy/docker-compose.yaml: holds no traffic-mirror configuration; skipped"
+            ),
+            "{path}: {stderr}"
+        );
+    }
+    let dir = run(&["check", "envoy/"], b"");
+    let stdout = text(&dir.stdout);
+    // Recursive: the compose and Istio files under envoy/ too.
+    for nested in [
+        "envoy/compose/envoy.yaml: ",
+        "envoy/istio/wasmplugin-sidecar.yaml: ",
+    ] {
+        assert!(stdout.contains(nested), "{nested} in {stdout}");
+    }
+    let none = run(&["check", "envoy/nothing-*.yaml"], b"");
+    assert_eq!(none.status.code(), Some(2));
+    assert_eq!(
+        text(&none.stderr),
+        "envoy/nothing-*.yaml: matches no file\n"
+    );
+}
+
+/// Runs `check` on `content` written to a file `name` of its own; (exit status, stdout).
+fn check_file(name: &str, content: &str) -> (Option<i32>, String) {
+    let dir = tempdir("mistakes");
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    let out = run(&["check", path.to_str().unwrap()], b"");
+    let stdout = text(&out.stdout).replace(&format!("{}/", dir.display()), "");
+    (
+        out.status.code(),
+        stdout + &text(&out.stderr).replace(&format!("{}/", dir.display()), ""),
+    )
+}
+
+#[test]
+fn check_names_a_mirror_cluster_envoy_does_not_define() {
+    let shipped = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+    let typo = shipped.replace(r#""cluster": "staging""#, r#""cluster": "stagging""#);
+    assert_ne!(typo, shipped);
+    let location = "envoy.yaml: ingress > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm";
+    assert_eq!(
+        check_file("envoy.yaml", &typo),
+        (
+            Some(1),
+            format!(
+                "{location}: ok (targets staging)\n\
+                 {location}: error: targets[0].cluster: no cluster \"stagging\" in this Envoy \
+                 configuration: did you mean \"staging\"? it defines primary, staging; every copy \
+                 would count in dispatch_failed\n"
+            )
+        )
+    );
+    // Clusters may also come from CDS: a warning only.
+    let cds = typo.replacen(
+        "static_resources:",
+        "dynamic_resources:\n  cds_config: {ads: {}}\nstatic_resources:",
+        1,
+    );
+    let (status, out) = check_file("envoy.yaml", &cds);
+    assert_eq!(status, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{location}: warning: targets[0].cluster: no cluster \"stagging\" among the static ones (primary, staging); it must come from CDS"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_names_a_wasmplugin_cluster_that_is_not_istios_and_a_misspelt_spec_field() {
+    let plugin = |spec: &str| {
+        format!(
+            "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: tm, namespace: shop}}\nspec:\n  url: oci://registry.example.com/traffic-mirror:0.1.0\n{spec}"
+        )
+    };
+    let (status, out) = check_file(
+        "wp.yaml",
+        &plugin(
+            "  pluginConfig:\n    targets: [{name: t, cluster: checkout-staging, percent: 1}]\n",
+        ),
+    );
+    assert_eq!(status, Some(1), "{out}");
+    assert_eq!(
+        out,
+        "wp.yaml: WasmPlugin shop/tm: ok (targets t)\n\
+         wp.yaml: WasmPlugin shop/tm: error: targets[0].cluster: \"checkout-staging\" is not a \
+         cluster Istio defines: Istio names the cluster of a service port \
+         outbound|PORT|SUBSET|HOST, e.g. outbound|8080||checkout-staging.NAMESPACE.svc.cluster.local; \
+         every copy would count in dispatch_failed\n"
+    );
+    let (status, out) = check_file(
+        "wp.yaml",
+        &plugin("  pluginConfig:\n    targets: [{name: t, cluster: \"outbound|8080||c.shop-staging.svc.cluster.local\", percent: 1}]\n"),
+    );
+    assert_eq!((status, out.lines().count()), (Some(0), 1), "{out}");
+    let (status, out) = check_file(
+        "wp.yaml",
+        &plugin("  pluginconfig:\n    targets: [{name: t, cluster: c, percent: 1}]\n"),
+    );
+    assert_eq!(status, Some(1), "{out}");
+    assert!(
+        out.starts_with(
+            "wp.yaml: WasmPlugin shop/tm: error: spec.pluginconfig: unknown field, did you mean \"pluginConfig\"? (a WasmPlugin's spec has: selector, "
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_names_a_misspelt_field_in_yaml_and_gives_a_yaml_error_alone() {
+    let (status, out) = check_file(
+        "plugin.yaml",
+        "targts:\n- {name: t, cluster: c, percent: 1}\n",
+    );
+    assert_eq!(status, Some(1), "{out}");
+    assert!(
+        out.starts_with(
+            "plugin.yaml: traffic-mirror: invalid configuration: targts: unknown field, did you mean \"targets\"?"
+        ),
+        "{out}"
+    );
+    let (status, out) = check_file(
+        "plugin.yaml",
+        "targets:\n- {name: t, cluster: c, precent: 1}\n",
+    );
+    assert_eq!(status, Some(1), "{out}");
+    assert!(
+        out.starts_with(
+            "plugin.yaml: traffic-mirror: invalid configuration: targets[0].precent: unknown field, did you mean \"percent\"?"
+        ),
+        "{out}"
+    );
+    let (status, out) = check_file("broken.yaml", "targets: [\n  - a: b\n");
+    assert_eq!(status, Some(2), "{out}");
+    assert!(out.starts_with("broken.yaml: not valid YAML: "), "{out}");
+    assert!(!out.contains("JSON"), "{out}");
+}
+
+#[test]
+fn the_command_keeps_command_line_habits() {
+    for args in [
+        &["--help"][..],
+        &["check", "--help"],
+        &["explain", "--help"],
+        &["sample", "--help"],
+        &["help", "check"],
+        &["--version"],
+        &["completions", "bash"],
+    ] {
+        let out = run(args, b"");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(text(&run(&["check", "--help"], b"").stdout).contains("Exit status: 0"));
+    assert_eq!(
+        text(&run(&["--version"], b"").stdout),
+        format!("traffic-mirror {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let unknown = run(&["chek", "envoy/envoy.yaml"], b"");
+    assert_eq!(unknown.status.code(), Some(2));
+    let stderr = text(&unknown.stderr);
+    assert!(
+        stderr.contains("unrecognized subcommand 'chek'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("a similar subcommand exists: 'check'"),
+        "{stderr}"
+    );
+    // --flag=value as well as --flag value.
+    let equals = run(
+        &[
+            "explain",
+            "envoy/envoy.yaml",
+            "--path=/api/x",
+            "--header=x-user-id: u-1",
+        ],
+        b"",
+    );
+    assert_eq!(equals.status.code(), Some(0), "{}", text(&equals.stderr));
+    assert!(text(&equals.stdout).starts_with("request: GET /api/x (:authority example.com)"));
+}
+
+#[test]
+fn explain_refuses_a_path_envoy_would_refuse() {
+    let out = run(&["explain", "envoy/envoy.yaml", "--path", "api/items"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with("traffic-mirror explain: --path must start with '/'"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn sample_suggests_lanes_and_says_what_it_reads_at_a_terminal() {
+    let out = run(&["sample", "envoy/lanes.yaml"], b"user-1\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "traffic-mirror sample: envoy/lanes.yaml has lanes but no target: sample --lanes prints each key's lane\n"
+    );
+    // At a terminal (script(1) gives the command one), it says it reads keys.
+    let binary = env!("CARGO_BIN_EXE_traffic-mirror");
+    let out = std::process::Command::new("timeout")
+        .args([
+            "20",
+            "script",
+            "-qec",
+            &format!("{binary} sample envoy/envoy.yaml"),
+            "/dev/null",
+        ])
+        .current_dir(repo())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("timeout(1) and script(1), from coreutils and util-linux");
+    let all = text(&out.stdout);
+    assert!(
+        all.contains("reading sampling keys from standard input, one per line (end with Ctrl-D)"),
+        "{all}"
+    );
+}
+
+#[test]
+fn check_prints_the_parsers_line_for_every_bad_configuration() {
+    let cases: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/data/bad_configs.json")).unwrap(),
+    )
+    .unwrap();
+    for case in &cases {
+        let config = case["config"].as_str().unwrap();
+        let out = run(&["check", "-"], config.as_bytes());
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{config}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            text(&out.stdout),
+            format!("-: {}\n", case["error"].as_str().unwrap()),
+            "{config}"
+        );
+    }
+}
+
+#[test]
+fn exit_status_says_what_went_wrong() {
+    let dir = tempdir("exit");
+    let good = dir.join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"targets": [{"name": "t", "cluster": "c", "percent": 1}]}"#,
+    )
+    .unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"targets": []}"#).unwrap();
+    let good = good.to_str().unwrap();
+    let bad = bad.to_str().unwrap();
+    assert_eq!(run(&["check", good], b"").status.code(), Some(0));
+    assert_eq!(run(&["check", good, bad], b"").status.code(), Some(1));
+    let missing = run(&["check", good, "no/such/file.json"], b"");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("no/such/file.json: cannot read"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let none = run(&["check", "envoy/docker-compose.yaml"], b"");
+    assert_eq!(none.status.code(), Some(2));
+    assert_eq!(
+        text(&none.stderr),
+        "envoy/docker-compose.yaml: holds no traffic-mirror configuration\n"
+    );
+    assert_eq!(run(&["check"], b"").status.code(), Some(2));
+    let unknown = run(&["frobnicate"], b"");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        text(&unknown.stderr).starts_with("error: unrecognized subcommand 'frobnicate'"),
+        "{}",
+        text(&unknown.stderr)
+    );
+}
+
+#[test]
+fn check_warns_when_envoy_would_hold_more_of_an_answer_than_max_answer_bytes() {
+    let shipped = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+    let key = "http.async_response_buffer_limit: 65536";
+    assert!(shipped.contains(key), "envoy/envoy.yaml sets {key}");
+    let dir = tempdir("answer-buffer");
+    let check = |name: &str, yaml: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, yaml).unwrap();
+        let out = run(&["check", path.to_str().unwrap()], b"");
+        assert_eq!(out.status.code(), Some(0), "a warning is not an error");
+        let stdout = text(&out.stdout);
+        let warnings: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| {
+                l.split_once(": warning: layered_runtime: ")
+                    .map(|(_, w)| w.to_string())
+            })
+            .collect();
+        assert!(
+            stdout
+                .lines()
+                .next()
+                .unwrap()
+                .contains(": ok (targets staging)"),
+            "{stdout}"
+        );
+        warnings
+    };
+    assert_eq!(check("same.yaml", &shipped), Vec::<String>::new());
+    let lower = shipped.replace(key, "http.async_response_buffer_limit: 1024");
+    assert_eq!(check("lower.yaml", &lower), Vec::<String>::new());
+    let unset = shipped.replace(key, "other.key: 1");
+    assert_eq!(
+        check("unset.yaml", &unset),
+        [
+            "Envoy's runtime value http.async_response_buffer_limit is not set: set it to \
+          max_answer_bytes (65536) in layered_runtime (a static_layer), or Envoy holds each \
+          copy's answer up to 32 MiB, outside max_in_flight_bytes"
+        ]
+    );
+    let higher = shipped.replace(key, "http.async_response_buffer_limit: \"1048576\"");
+    assert_eq!(
+        check("higher.yaml", &higher),
+        [
+            "Envoy's runtime value http.async_response_buffer_limit is 1048576, more than \
+          max_answer_bytes (65536): set it to max_answer_bytes (65536) in layered_runtime (a \
+          static_layer), or Envoy holds each copy's answer up to 1048576 bytes, outside \
+          max_in_flight_bytes"
+        ]
+    );
+    // A plugin whose max_answer_bytes matches a higher runtime value is fine.
+    let raised = higher.replace(
+        "\"targets\": [",
+        "\"max_answer_bytes\": 1048576, \"targets\": [",
+    );
+    assert_ne!(raised, higher);
+    assert_eq!(check("raised.yaml", &raised), Vec::<String>::new());
+}
+
+#[test]
+fn a_wasmplugin_is_checked_as_istio_hands_it_over() {
+    // Integral numbers arrive without a fraction (a Struct holds doubles), so 1048576.0
+    // is a valid max_body_bytes, as it is in the cluster.
+    let yaml = b"apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: tm, namespace: shop}
+spec:
+  url: oci://registry.example.com/traffic-mirror:0.1.0
+  pluginConfig:
+    targets:
+    - {name: t, cluster: \"outbound|80||c.shop.svc.cluster.local\", percent: 10, max_body_bytes: 1048576.0}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: broken, namespace: shop}
+spec:
+  pluginName: traffic_mirror
+  pluginConfig:
+    targets:
+    - {name: t, cluster: c, percent: 10.5, max_body_bytes: 1.5}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: empty, namespace: shop}
+spec:
+  pluginName: traffic_mirror
+";
+    let out = run(&["check", "-"], yaml);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "- (document 1): WasmPlugin shop/tm: ok (targets t)\n\
+         - (document 2): WasmPlugin shop/broken: traffic-mirror: invalid configuration: targets[0].max_body_bytes: must be an integer, got 1.5\n\
+         - (document 3): WasmPlugin shop/empty: traffic-mirror: invalid configuration: $: invalid JSON: EOF while parsing a value at line 1 column 0\n"
+    );
+}
+
+#[test]
+fn explain_says_why_for_each_target_and_shows_the_copy() {
+    let plugin = r#"{"lanes": {"header": "x-lane", "sample_by": {"header": "x-user-id"}, "salt": "checkout-2026-11",
+        "split": [{"lane": "canary", "percent": 5}, {"lane": "beta", "percent": 10}], "default": "stable"},
+      "targets": [
+        {"name": "canary-only", "cluster": "m", "percent": 100, "sample_by": {"header": "x-user-id"},
+         "match": {"headers": {"x-lane": "canary"}}},
+        {"name": "api", "cluster": "m", "percent": 50, "sample_by": {"header": "x-user-id"},
+         "match": {"path_prefix": "/api/"}, "headers": {"remove": ["cookie"], "redact": ["authorization"]}},
+        {"name": "by-cookie", "cluster": "m", "percent": 50, "sample_by": {"cookie": "sid"}}
+      ]}"#;
+    let args = [
+        "explain",
+        "-",
+        "--path",
+        "/shop/x",
+        "-H",
+        "x-user-id: user-6",
+        "--json",
+    ];
+    let out = run(&args, plugin.as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"lane": "canary", "targets": [
+            {"name": "canary-only", "mirrored": true, "reason": "sampled", "bucket": 39_008, "threshold": 1_000_000},
+            {"name": "api", "mirrored": false, "reason": "no_match", "bucket": null, "threshold": 500_000},
+            {"name": "by-cookie", "mirrored": false, "reason": "missing_key", "bucket": null, "threshold": 500_000}
+        ]})
+    );
+    let text_out = run(
+        &[
+            "explain",
+            "-",
+            "--method",
+            "post",
+            "--path",
+            "/api/orders?x=1",
+            "--authority",
+            "shop.example.com:8443",
+            "-H",
+            "x-user-id: user-6",
+            "-H",
+            "authorization: Bearer s3cr3t",
+            "-H",
+            "cookie: sid=abc",
+        ],
+        plugin.as_bytes(),
+    );
+    let stdout = text(&text_out.stdout);
+    assert!(stdout.starts_with("request: POST /api/orders?x=1 (:authority shop.example.com:8443)\nlane: canary (x-lane: canary; bucket 30175 of header x-user-id"), "{stdout}");
+    // Independent buckets (Python xxhash): api:user-6 421728, by-cookie:abc 858212.
+    assert!(
+        stdout.contains(
+            "target api: mirrored: bucket 421728 of header x-user-id (salt \"api\") < threshold 500000\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("target by-cookie: not mirrored (not_sampled): bucket 858212 of cookie sid"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    :authority: shop.example.com-shadow:8443\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    authorization: [REDACTED]\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    x-traffic-mirror: canary-only\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    x-lane: canary\n"), "{stdout}");
+}
+
+#[test]
+fn explain_tells_a_grpc_call_by_its_content_type() {
+    // A user the shipped gRPC config mirrors (10 %, salt "staging").
+    let user = (0..)
+        .map(|i| format!("u-{i}"))
+        .find(|u| {
+            traffic_mirror_core::sampling::bucket(b"staging", u.as_bytes())
+                < traffic_mirror_core::sampling::threshold(10.0)
+        })
+        .unwrap();
+    let header = format!("x-user-id: {user}");
+    let args = [
+        "explain",
+        "envoy/grpc.yaml",
+        "--method",
+        "POST",
+        "--path",
+        "/shop.Cart/Checkout",
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        &header,
+    ];
+    let out = run(&args, b"");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "request: POST /shop.Cart/Checkout (:authority example.com)"
+    );
+    assert!(lines[1].starts_with("a gRPC call: "), "{stdout}");
+    assert!(lines[1].contains("grpc_status.<code>"), "{stdout}");
+    assert!(
+        lines[2].starts_with("target staging: mirrored: "),
+        "{stdout}"
+    );
+    for copied in [
+        "    content-type: application/grpc",
+        "    x-traffic-mirror: staging",
+    ] {
+        assert!(lines.contains(&copied), "{copied} in {stdout}");
+    }
+    // Another service of the same proxy: the match says no; not gRPC: no gRPC line.
+    let other = run(
+        &[
+            "explain",
+            "envoy/grpc.yaml",
+            "--method",
+            "POST",
+            "--path",
+            "/shop.Orders/List",
+            "-H",
+            &header,
+        ],
+        b"",
+    );
+    let stdout = text(&other.stdout);
+    assert!(!stdout.contains("gRPC"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "target staging: not mirrored (no_match): match.path_prefix: the path does not start with /shop.Cart/"
+        ),
+        "{stdout}"
+    );
+    // A gRPC call no target copies: nothing on how its copy would be sent.
+    let unmatched = run(
+        &[
+            "explain",
+            "envoy/grpc.yaml",
+            "--method",
+            "POST",
+            "--path",
+            "/shop.Orders/List",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            &header,
+        ],
+        b"",
+    );
+    let stdout = text(&unmatched.stdout);
+    assert!(!stdout.contains("gRPC"), "{stdout}");
+}
+
+#[test]
+fn explain_says_a_declared_length_over_the_cap_is_not_mirrored() {
+    // user-42 is sampled by the shipped target staging (bucket 89171 < 250000), whose
+    // max_body_bytes is 1 MiB: the module counts such a request in skipped_body_too_large.
+    let args = |length: &'static str| {
+        [
+            "explain",
+            "envoy/envoy.yaml",
+            "--method",
+            "POST",
+            "--path",
+            "/api/items",
+            "-H",
+            "x-user-id: user-42",
+            "-H",
+            length,
+            "--json",
+        ]
+    };
+    let over = run(&args("content-length: 1048577"), b"");
+    let json: serde_json::Value = serde_json::from_slice(&over.stdout).unwrap();
+    assert_eq!(
+        json["targets"][0],
+        serde_json::json!({"name": "staging", "mirrored": false, "reason": "body_too_large",
+                           "bucket": 89_171, "threshold": 250_000})
+    );
+    let within = run(&args("content-length: 1048576"), b"");
+    let json: serde_json::Value = serde_json::from_slice(&within.stdout).unwrap();
+    assert_eq!(json["targets"][0]["reason"], "sampled");
+    assert_eq!(json["targets"][0]["mirrored"], true);
+}
+
+#[test]
+fn sample_prints_the_mirrored_keys_and_the_lanes() {
+    let plugin = r#"{"lanes": {"header": "x-lane", "sample_by": {"header": "x-user-id"}, "salt": "checkout-2026-11",
+        "split": [{"lane": "canary", "percent": 5}, {"lane": "beta", "percent": 10}]},
+      "targets": [{"name": "all", "cluster": "m", "percent": 100}, {"name": "none", "cluster": "m", "percent": 0},
+                  {"name": "dice", "cluster": "m", "percent": 50, "sample_by": {"random": true}}]}"#;
+    let dir = tempdir("sample");
+    let file = dir.join("plugin.json");
+    std::fs::write(&file, plugin).unwrap();
+    let file = file.to_str().unwrap();
+    let keys = b"user-6\nuser-42\r\nuser-1\n\n";
+    let lanes = run(&["sample", file, "--lanes"], keys);
+    assert_eq!(
+        text(&lanes.stdout),
+        "user-6\tcanary\nuser-42\tbeta\nuser-1\t\n\t\n"
+    );
+    assert!(
+        text(&lanes.stderr).contains("canary 1 (25.00 %), beta 1 (25.00 %), no lane 2 (50.00 %)"),
+        "{}",
+        text(&lanes.stderr)
+    );
+    let all = run(&["sample", file], keys);
+    assert_eq!(text(&all.stdout), "user-6\nuser-42\nuser-1\n");
+    assert_eq!(
+        text(&run(&["sample", file, "--target", "none"], keys).stdout),
+        ""
+    );
+    let dice = run(&["sample", file, "--target", "dice"], keys);
+    assert_eq!(dice.status.code(), Some(2));
+    assert!(text(&dice.stderr).contains("samples at random"));
+    assert_eq!(
+        run(&["sample", file, "--target", "nope"], keys)
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+fn tempdir(label: &str) -> PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{label}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

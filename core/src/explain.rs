@@ -1,0 +1,249 @@
+//! What the filter would do with one request, for the `traffic-mirror explain` command:
+//! the request's lane, and for each target whether it is mirrored and why, with the
+//! bucket and the threshold, and the copy's headers. It renders the very value the
+//! filter computes at a request's headers ([`crate::decision::decide`]), on a request
+//! held in memory, and builds the copy with the filter's own builder, so its answers are
+//! the module's.
+
+use crate::config::{Plan, Target};
+use crate::copy::copy_headers;
+use crate::decision::{decide, Gate, Mode, Sampling, TargetDecision};
+use crate::lanes::How;
+use crate::matching::Mismatch;
+use crate::request::{HeaderList, RequestView};
+use crate::sampling::{Rng, SampleKey};
+use crate::wire;
+
+/// Why a target mirrors a request or not (the JSON `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The request carries `loop_header`.
+    Loop,
+    /// A `match` condition failed (or the request is a `CONNECT` or an upgrade).
+    NoMatch,
+    /// No key, and `on_missing_key` is `skip`.
+    MissingKey,
+    /// The key's bucket is at or above the threshold.
+    NotSampled,
+    /// Sampled (or drawn), but the request declares a `content-length` over
+    /// `max_body_bytes`.
+    BodyTooLarge,
+    /// The key's bucket is below the threshold.
+    Sampled,
+    /// A random draw decides, per request.
+    Random,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Loop => "loop",
+            Reason::NoMatch => "no_match",
+            Reason::MissingKey => "missing_key",
+            Reason::NotSampled => "not_sampled",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::Sampled => "sampled",
+            Reason::Random => "random",
+        }
+    }
+}
+
+/// One target's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub name: String,
+    /// `None`: drawn at random for each request.
+    pub mirrored: Option<bool>,
+    pub reason: Reason,
+    /// In words: which condition failed, which key was hashed.
+    pub detail: String,
+    pub bucket: Option<u32>,
+    pub threshold: u32,
+    /// The copy's headers, for a target that mirrors (or may mirror) the request.
+    pub copy: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+/// The whole answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The lane the request is in (assigned or kept); `None`: no lane header.
+    pub lane: Option<String>,
+    /// How the lane was decided, in words (empty without lanes).
+    pub lane_detail: String,
+    /// The request is a gRPC call (by its `content-type`).
+    pub grpc: bool,
+    pub targets: Vec<Verdict>,
+}
+
+/// Explains `request` under `plan`. The request is changed as the filter changes it
+/// (the lane header).
+pub fn explain(plan: &Plan, request: &mut HeaderList) -> Explanation {
+    // Random draws are shown as such, never made: any seed will do.
+    let decision = decide(plan, request, &mut Rng::new(0), Mode::Explain);
+    let (lane, lane_detail) = match (&plan.lanes, decision.lane) {
+        (Some(lanes), Some(decided)) => {
+            let detail = match decided.how {
+                How::Kept => "kept the lane it arrived with (keep_incoming)".to_string(),
+                How::Hashed { bucket } => format!(
+                    "bucket {bucket} of {} (salt {:?})",
+                    key_name(&lanes.sample_by),
+                    String::from_utf8_lossy(&lanes.salt)
+                ),
+                How::MissingKey => format!("no {}: the default lane", key_name(&lanes.sample_by)),
+                How::Random { .. } => format!(
+                    "no {}: drawn at random for each request",
+                    key_name(&lanes.sample_by)
+                ),
+            };
+            let lane = if decided.how == How::Kept {
+                request
+                    .header(&lanes.header)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            } else {
+                decided.lane.and_then(|l| lanes.name(l)).map(str::to_string)
+            };
+            (lane, detail)
+        }
+        _ => (None, String::new()),
+    };
+    let map = request.header_map();
+    let pairs = wire::parse(&map).unwrap_or_default();
+    let targets = plan
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(index, target)| {
+            let (mirrored, reason, detail, bucket) = match decision.gate {
+                Gate::NotMirrorable => (
+                    Some(false),
+                    Reason::NoMatch,
+                    "CONNECT and upgrade requests are never mirrored".to_string(),
+                    None,
+                ),
+                Gate::Loop => (
+                    Some(false),
+                    Reason::Loop,
+                    format!("the request carries {}", plan.loop_header),
+                    None,
+                ),
+                Gate::Open => match decision.targets.get(index) {
+                    Some(decided) => verdict(target, decided, decision.declared_length),
+                    None => (Some(false), Reason::NoMatch, String::new(), None),
+                },
+            };
+            let copy = (mirrored != Some(false)).then(|| {
+                let headers = copy_headers(&pairs, target, &plan.loop_header);
+                wire::parse(&headers)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                    .collect()
+            });
+            Verdict {
+                name: target.name.clone(),
+                mirrored,
+                reason,
+                detail,
+                bucket,
+                threshold: target.threshold,
+                copy,
+            }
+        })
+        .collect();
+    Explanation {
+        lane,
+        lane_detail,
+        grpc: decision.grpc,
+        targets,
+    }
+}
+
+/// One target's decision, in words.
+fn verdict(
+    target: &Target,
+    decided: &TargetDecision<'_>,
+    declared: Option<usize>,
+) -> (Option<bool>, Reason, String, Option<u32>) {
+    let key = key_name(&target.sample_by);
+    let (mirrored, reason, detail, bucket) = match decided.sampling {
+        Sampling::NotMatched(mismatch) => (
+            Some(false),
+            Reason::NoMatch,
+            mismatch_text(target, mismatch),
+            None,
+        ),
+        Sampling::MissingKey => {
+            let hint = if target.sample_by == SampleKey::Header("x-request-id".into()) {
+                "; Envoy gives every request an x-request-id: pass one with -H"
+            } else {
+                ""
+            };
+            (
+                Some(false),
+                Reason::MissingKey,
+                format!("no {key} (on_missing_key: skip){hint}"),
+                None,
+            )
+        }
+        Sampling::Keyed { bucket, sampled } => {
+            let detail = format!(
+                "bucket {} of {key} (salt {:?}) {} threshold {}",
+                bucket.unwrap_or_default(),
+                String::from_utf8_lossy(&target.salt),
+                if sampled { "<" } else { ">=" },
+                target.threshold
+            );
+            let reason = if sampled {
+                Reason::Sampled
+            } else {
+                Reason::NotSampled
+            };
+            (Some(sampled), reason, detail, bucket)
+        }
+        Sampling::Drawn { .. } => {
+            let detail = match target.sample_by {
+                SampleKey::Random => "sample_by random: drawn for each request".to_string(),
+                _ => format!("no {key}: drawn at random for each request (on_missing_key: random)"),
+            };
+            (None, Reason::Random, detail, None)
+        }
+    };
+    if decided.body_too_large {
+        let detail = format!(
+            "the request declares content-length {} over max_body_bytes {} ({detail})",
+            declared.unwrap_or_default(),
+            target.max_body_bytes
+        );
+        return (Some(false), Reason::BodyTooLarge, detail, bucket);
+    }
+    (mirrored, reason, detail, bucket)
+}
+
+fn key_name(key: &SampleKey) -> String {
+    match key {
+        SampleKey::Header(name) => format!("header {name}"),
+        SampleKey::Cookie(name) => format!("cookie {name}"),
+        SampleKey::Query(name) => format!("query parameter {name}"),
+        SampleKey::Random => "random".to_string(),
+    }
+}
+
+fn mismatch_text(target: &Target, mismatch: Mismatch<'_>) -> String {
+    let m = &target.matcher;
+    match mismatch {
+        Mismatch::Method => format!("match.methods: not one of {}", m.methods.join(", ")),
+        Mismatch::PathPrefix => format!(
+            "match.path_prefix: the path does not start with {}",
+            m.path_prefix.as_deref().unwrap_or_default()
+        ),
+        Mismatch::PathExact => format!(
+            "match.path_exact: the path is not {}",
+            m.path_exact.as_deref().unwrap_or_default()
+        ),
+        Mismatch::ExcludedPath(prefix) => {
+            format!("match.exclude_path_prefixes: the path starts with {prefix}")
+        }
+        Mismatch::Host => "match.hosts: the host is none of them".to_string(),
+        Mismatch::Header(name) => format!("match.headers.{name}: absent or another value"),
+    }
+}

@@ -1,0 +1,137 @@
+//! What the decision reads from a request, behind a trait: the filter reads the host's
+//! request headers ([`HostRequest`]: the whole map once, at the first need), the command
+//! and the tests a plain list ([`HeaderList`]).
+
+use crate::host::{Env, Host, MapType};
+use crate::wire;
+
+/// Read access to the request headers as they arrived at the filter.
+pub trait RequestView {
+    /// `:method` (empty when absent).
+    fn method(&mut self) -> &[u8];
+    /// `:path` with its query (empty when absent).
+    fn path(&mut self) -> &[u8];
+    /// The first value of a header, by lower-case name.
+    fn header(&mut self, name: &str) -> Option<&[u8]>;
+    /// The whole header map in arrival order, serialized as the host hands it out
+    /// (see [`crate::wire`]): read only for a request that is being copied.
+    fn header_map(&mut self) -> Vec<u8>;
+    /// Sets a header on the request itself (every value replaced), or removes it
+    /// (`None`): what the lane assignment writes.
+    fn set_header(&mut self, name: &str, value: Option<&[u8]>);
+}
+
+/// The request headers as the filter reads them from the host: the whole map, read
+/// once at the first need (one host call where looking headers up one by one took four or
+/// more), then looked up in the VM; read again after the filter writes a header.
+pub struct HostRequest<'e, H> {
+    env: &'e mut Env<H>,
+    /// The map as the host serialized it (see [`crate::wire`]).
+    map: Option<Vec<u8>>,
+}
+
+impl<'e, H: Host> HostRequest<'e, H> {
+    pub fn new(env: &'e mut Env<H>) -> Self {
+        HostRequest { env, map: None }
+    }
+
+    fn map(&mut self) -> &[u8] {
+        let env = &mut *self.env;
+        self.map.get_or_insert_with(|| {
+            // Empty when the host cannot give it: every header reads as absent, and a
+            // copy made of it is refused by the host (counted in dispatch_failed).
+            env.header_map(MapType::RequestHeaders, "reading the request header map")
+        })
+    }
+
+    fn first(&mut self, name: &str) -> Option<&[u8]> {
+        wire::first(self.map(), name.as_bytes())
+    }
+}
+
+impl<H: Host> RequestView for HostRequest<'_, H> {
+    fn method(&mut self) -> &[u8] {
+        self.first(":method").unwrap_or_default()
+    }
+
+    fn path(&mut self) -> &[u8] {
+        self.first(":path").unwrap_or_default()
+    }
+
+    fn header(&mut self, name: &str) -> Option<&[u8]> {
+        self.first(name)
+    }
+
+    fn set_header(&mut self, name: &str, value: Option<&[u8]>) {
+        self.env.write_header(
+            MapType::RequestHeaders,
+            name,
+            value,
+            "writing the lane header",
+        );
+        self.map = None;
+    }
+
+    fn header_map(&mut self) -> Vec<u8> {
+        match self.map.take() {
+            Some(map) => map,
+            None => self
+                .env
+                .header_map(MapType::RequestHeaders, "reading the request header map"),
+        }
+    }
+}
+
+/// A request held as a list of headers: for the command, tests and fuzzing.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderList {
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl HeaderList {
+    pub fn new(headers: &[(&str, &[u8])]) -> Self {
+        HeaderList {
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_vec()))
+                .collect(),
+        }
+    }
+
+    fn first(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+impl RequestView for HeaderList {
+    fn method(&mut self) -> &[u8] {
+        self.first(":method").unwrap_or_default()
+    }
+
+    fn path(&mut self) -> &[u8] {
+        self.first(":path").unwrap_or_default()
+    }
+
+    fn header(&mut self, name: &str) -> Option<&[u8]> {
+        self.first(name)
+    }
+
+    fn set_header(&mut self, name: &str, value: Option<&[u8]>) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        if let Some(value) = value {
+            self.headers.push((name.to_string(), value.to_vec()));
+        }
+    }
+
+    fn header_map(&mut self) -> Vec<u8> {
+        let pairs: Vec<wire::Pair> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_slice()))
+            .collect();
+        wire::serialize(&pairs)
+    }
+}
