@@ -48,11 +48,11 @@ STATS_FLUSH = "0.2s"
 
 
 def counter_names():
-    """Every per-target counter, read from the filter's own list (src/metrics.rs)."""
-    with open(os.path.join(L.REPO, "src", "metrics.rs")) as f:
+    """Every per-target counter, read from the filter's own list (core/src/stats.rs)."""
+    with open(os.path.join(L.REPO, "core", "src", "stats.rs")) as f:
         names = re.findall(r'Counter::\w+ => "(\w+)"', f.read())
     if len(names) < 16:
-        fail(f"read only {names} from src/metrics.rs")
+        fail(f"read only {names} from core/src/stats.rs")
     return names
 
 
