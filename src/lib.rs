@@ -115,6 +115,36 @@ pub extern "C" fn proxy_on_request_trailers(context_id: u32, num_trailers: usize
 }
 
 #[no_mangle]
+pub extern "C" fn proxy_on_response_headers(
+    context_id: u32,
+    num_headers: usize,
+    end_of_stream: u32,
+) -> u32 {
+    with_vm((), |vm| {
+        vm.on_response_headers(context_id, num_headers, end_of_stream != 0)
+    });
+    CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_body(
+    context_id: u32,
+    body_size: usize,
+    end_of_stream: u32,
+) -> u32 {
+    with_vm((), |vm| {
+        vm.on_response_body(context_id, body_size, end_of_stream != 0)
+    });
+    CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_trailers(context_id: u32, num_trailers: usize) -> u32 {
+    with_vm((), |vm| vm.on_response_trailers(context_id, num_trailers));
+    CONTINUE
+}
+
+#[no_mangle]
 pub extern "C" fn proxy_on_http_call_response(
     root_context_id: u32,
     token: u32,
@@ -136,5 +166,7 @@ pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
 
 // Not exported, because Envoy skips callbacks a module does not export and each one saves
 // a call into the VM per request: `proxy_on_delete` (Envoy calls it right after
-// `proxy_on_done`, which already forgets the context), `proxy_on_log`, and every response
-// callback (the filter never looks at responses).
+// `proxy_on_done`, which already forgets the context) and `proxy_on_log`. The response
+// callbacks are exported for `compare`, which reads the primary's response: Envoy calls
+// them for every request, about 2,700 instructions each (docs/benchmarks.md), and they
+// return at once for a request without comparing copies.

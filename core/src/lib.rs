@@ -20,6 +20,8 @@
 
 pub mod budget;
 pub mod capture;
+pub mod compare;
+pub mod comparison;
 pub mod config;
 pub mod copy;
 pub mod decision;

@@ -29,17 +29,22 @@
 
 use crate::budget::{Budget, Budgets};
 use crate::capture::{Capture, Dropped, ReadyCopy};
+use crate::compare::{CompareResult, Response};
+use crate::comparison::{
+    let_go, read_response, Comparison, Ended, MirrorSide, Primary, PrimaryWatch, RequestInfo,
+};
 use crate::config::{self, Plan, ANSWER_BUFFER_RUNTIME_KEY};
 use crate::decision::{decide, Decision, Mode};
 use crate::host::{BufferType, Env, Host, LogLevel, MapType};
 use crate::id_map::IdMap;
 use crate::lanes::How;
-use crate::log_throttle::{Failure, LogThrottle};
+use crate::log_throttle::{Failure, LogThrottle, MinuteQuota};
 use crate::outbox::Outbox;
 use crate::request::{HostRequest, RequestView};
 use crate::retirement::Retirement;
 use crate::sampling::Rng;
 use crate::stats::{grpc_status_code, Counter, LaneStat, Stats};
+use crate::wire;
 
 /// One configuration on one worker (a root context): its plan, its stats, the copies it
 /// has in flight, and its place in a configuration update. During an update a worker
@@ -52,6 +57,10 @@ pub struct Root {
     failures: LogThrottle,
     rng: Rng,
     retirement: Retirement,
+    /// Comparing copies sent, by call token, waiting for both sides.
+    comparisons: IdMap<Comparison>,
+    /// The mismatches each comparing target has logged this minute.
+    mismatch_logs: MinuteQuota,
 }
 
 impl Root {
@@ -87,10 +96,12 @@ impl Root {
         Some(Root {
             outbox: Outbox::new(&plan),
             failures: LogThrottle::new(plan.targets.len()),
+            mismatch_logs: MinuteQuota::new(plan.targets.len()),
             stats,
             rng: Rng::new(seed),
             plan,
             retirement: Retirement::Serving,
+            comparisons: IdMap::default(),
         })
     }
 
@@ -118,14 +129,24 @@ impl Root {
     }
 
     /// Sends the ready copies of one request, each past its target's limits and
-    /// `max_in_flight_bytes`.
-    fn send(&mut self, copies: &[ReadyCopy], in_flight: &mut Budget, env: &mut Env<impl Host>) {
+    /// `max_in_flight_bytes`; a comparing copy sent waits for both sides (`watch`: the
+    /// request's primary response).
+    fn send(
+        &mut self,
+        copies: &[ReadyCopy],
+        in_flight: &mut Budget,
+        mut watch: Option<&mut PrimaryWatch>,
+        env: &mut Env<impl Host>,
+    ) {
         if copies.is_empty() {
             return;
         }
         // One clock read for every copy of the request: when they were handed over
         // (latency), and the rate limits' time.
         let now = env.now_nanos();
+        if let Some(watch) = watch.as_deref_mut() {
+            watch.request_complete(now);
+        }
         for copy in copies {
             let index = copy.target;
             let Some(target) = self.plan.targets.get(index) else {
@@ -149,6 +170,18 @@ impl Root {
                     self.outbox.sent(token, admitted, copy.grpc, now);
                     self.stats.count(index, Counter::Dispatched, env);
                     self.stats.add_in_flight(index, 1, env);
+                    if let (Some(_), Some(watch)) = (&target.compare, watch.as_deref_mut()) {
+                        let primary = watch.sent(token);
+                        self.comparisons.insert(
+                            token,
+                            Comparison {
+                                target: index,
+                                info: watch.info.clone(),
+                                primary,
+                                mirror: None,
+                            },
+                        );
+                    }
                 }
                 Err(status) => {
                     self.outbox.refused(admitted, in_flight);
@@ -206,17 +239,53 @@ impl Root {
             return;
         };
         const HEADERS: &str = "reading a mirror answer's headers";
-        let status = env.header(MapType::HttpCallResponseHeaders, ":status", HEADERS);
-        // Only a gRPC call's answer is looked at further: in its trailers, or in its
-        // headers when it has none (a trailers-only answer).
-        let grpc_status = match (copy.grpc, trailers) {
-            (false, _) => None,
-            (true, 0) => env.header(MapType::HttpCallResponseHeaders, "grpc-status", HEADERS),
-            (true, _) => env.header(
-                MapType::HttpCallResponseTrailers,
-                "grpc-status",
-                "reading a mirror answer's trailers",
-            ),
+        const TRAILERS: &str = "reading a mirror answer's trailers";
+        let comparing = self.comparisons.contains_key(&token);
+        let mut mirror: Option<(Response, bool)> = None;
+        let (status, grpc_status) = if comparing {
+            // A comparing copy's answer is read whole: its headers once, as a map.
+            let names = self
+                .plan
+                .targets
+                .get(copy.target)
+                .and_then(|t| t.compare.as_ref())
+                .map(|c| (c.headers.as_slice(), c.max_body_bytes))
+                .unwrap_or((&[], 0));
+            let map = env.header_map(MapType::HttpCallResponseHeaders, HEADERS);
+            let pairs = wire::parse(&map).unwrap_or_default();
+            let mut response = read_response(&pairs, names.0);
+            if trailers > 0 {
+                let trailer =
+                    env.header(MapType::HttpCallResponseTrailers, "grpc-status", TRAILERS);
+                if trailer.is_some() {
+                    response.grpc_status = trailer;
+                }
+            }
+            response.length = body_size;
+            if body_size > 0 && body_size <= names.1 {
+                response.body = env
+                    .buffer(
+                        BufferType::HttpCallResponseBody,
+                        body_size,
+                        "reading a mirror answer's body",
+                    )
+                    .unwrap_or_default();
+            }
+            let status = wire::first(&map, b":status").map(<[u8]>::to_vec);
+            let grpc = copy.grpc.then(|| response.grpc_status.clone()).flatten();
+            let failed = status.is_none() || made_by_envoy(&pairs);
+            mirror = Some((response, failed));
+            (status, grpc)
+        } else {
+            let status = env.header(MapType::HttpCallResponseHeaders, ":status", HEADERS);
+            // Only a gRPC call's answer is looked at further: in its trailers, or in its
+            // headers when it has none (a trailers-only answer).
+            let grpc_status = match (copy.grpc, trailers) {
+                (false, _) => None,
+                (true, 0) => env.header(MapType::HttpCallResponseHeaders, "grpc-status", HEADERS),
+                (true, _) => env.header(MapType::HttpCallResponseTrailers, "grpc-status", TRAILERS),
+            };
+            (status, grpc_status)
         };
         let now = env.now_nanos();
         let index = copy.target;
@@ -229,6 +298,19 @@ impl Root {
         self.stats
             .record_latency(index, copy.latency_millis(now), env);
         self.stats.add_in_flight(index, -1, env);
+        if let Some((response, failed)) = mirror {
+            let limit = self.plan.max_in_flight_bytes;
+            if let Some(mut comparison) = self.comparisons.remove(&token) {
+                comparison.mirror =
+                    Some(MirrorSide::new(response, failed, copy.latency_millis(now)));
+                if comparison.ready() {
+                    self.finish(comparison, in_flight, env);
+                } else {
+                    comparison.hold_mirror(in_flight, limit);
+                    self.comparisons.insert(token, comparison);
+                }
+            }
+        }
 
         let name = self.plan.targets.get(index).map_or("", |t| t.name.as_str());
         let limit = self.plan.max_answer_bytes;
@@ -270,7 +352,7 @@ impl Root {
     /// no copy is in flight, otherwise once the last one has ended and been counted.
     fn retire(&mut self, env: &mut Env<impl Host>) -> bool {
         let in_flight = self.outbox.sent_in_flight();
-        let done = self.retirement.on_done(in_flight);
+        let done = self.retirement.on_done(self.pending());
         if !done {
             env.log(
                 LogLevel::Info,
@@ -280,9 +362,60 @@ impl Root {
         done
     }
 
-    /// Copies this configuration sent that have not ended yet.
-    pub fn copies_in_flight(&self) -> usize {
-        self.outbox.sent_in_flight()
+    /// What a replaced configuration waits for: copies in flight, and comparisons not
+    /// yet run (once its requests are gone, each of those is a copy in flight too).
+    fn pending(&self) -> usize {
+        self.outbox.sent_in_flight() + self.comparisons.len()
+    }
+
+    /// Both sides of a comparison are in, or one side can no longer come: it runs, is
+    /// counted and, for a difference, logged (at most `log_per_minute`).
+    fn finish(&mut self, comparison: Comparison, in_flight: &mut Budget, env: &mut Env<impl Host>) {
+        let Some(target) = self.plan.targets.get(comparison.target) else {
+            return;
+        };
+        let Some(compare) = target.compare.as_ref() else {
+            return;
+        };
+        let (max_paths, per_minute) = (compare.max_paths, compare.log_per_minute);
+        let ended = comparison.finish(target, in_flight);
+        let index = ended.target;
+        let result = ended.found.result;
+        self.stats.count_compare(index, result, env);
+        if let (CompareResult::Body, Some(path)) = (result, &ended.found.path) {
+            self.stats.count_path(index, path, max_paths, env);
+        }
+        if result.is_difference() {
+            let now = env.now_nanos();
+            if self.mismatch_logs.allow(index, per_minute, now) {
+                let line = mismatch_line(&target.name, &ended, per_minute);
+                env.log(LogLevel::Info, &line);
+            }
+        }
+    }
+
+    /// The comparisons waiting for the primary side that has just come (or never will).
+    fn primary_settled(
+        &mut self,
+        tokens: &[u32],
+        side: impl Fn() -> Primary,
+        in_flight: &mut Budget,
+        env: &mut Env<impl Host>,
+    ) {
+        for token in tokens {
+            let Some(comparison) = self.comparisons.get_mut(token) else {
+                continue;
+            };
+            if !matches!(comparison.primary, Primary::Pending) {
+                continue;
+            }
+            comparison.primary = side();
+            if comparison.ready() {
+                if let Some(comparison) = self.comparisons.remove(token) {
+                    self.finish(comparison, in_flight, env);
+                }
+            }
+        }
     }
 }
 
@@ -292,6 +425,9 @@ pub struct Request {
     /// The copies being captured; `None` when no target copies the request (nothing
     /// more of it is read), or once they have gone.
     capture: Option<Capture>,
+    /// The primary's response, gathered for the comparing copies of the request; `None`
+    /// when no comparing target copies it (its response is not read at all).
+    primary: Option<Box<PrimaryWatch>>,
 }
 
 impl Request {
@@ -306,6 +442,19 @@ impl Request {
         {
             let mut request = HostRequest::new(env);
             let decision = decide(&root.plan, &mut request, &mut root.rng, Mode::Filter);
+            let compared = decision.copying().any(|t| {
+                root.plan
+                    .targets
+                    .get(t)
+                    .is_some_and(|t| t.compare.is_some())
+            });
+            if compared {
+                let method = request.method().to_vec();
+                let path = request.path().to_vec();
+                let info = RequestInfo::new(&method, &path, request.header("x-request-id"));
+                let targets = decision.copying().filter_map(|t| root.plan.targets.get(t));
+                self.primary = Some(Box::new(PrimaryWatch::new(info, targets)));
+            }
             // The map is read once for all the copies of the request.
             let map = decision.copies_any().then(|| request.header_map());
             root.count_decision(&decision, env);
@@ -359,13 +508,26 @@ impl Request {
 
     /// The request is gone. If it ended before it was complete (a client or upstream
     /// reset), its copies count in `skipped_incomplete` (under its configuration, if it
-    /// is still there) and their bytes go back.
-    fn on_end(self, root: Option<&Root>, budgets: &mut Budgets, env: &mut Env<impl Host>) {
-        if let Some(capture) = self.capture {
-            let dropped = capture.end_incomplete(&mut budgets.buffered);
-            if let Some(root) = root {
+    /// is still there) and their bytes go back. A primary response that had not
+    /// completed never will: its comparisons end as `primary_incomplete`.
+    fn on_end(self, root: Option<&mut Root>, budgets: &mut Budgets, env: &mut Env<impl Host>) {
+        let dropped = self
+            .capture
+            .map(|capture| capture.end_incomplete(&mut budgets.buffered));
+        let unanswered = self
+            .primary
+            .map(|watch| watch.end(&mut budgets.in_flight))
+            .unwrap_or_default();
+        if let Some(root) = root {
+            if let Some(dropped) = dropped {
                 root.count_dropped(dropped, env);
             }
+            root.primary_settled(
+                &unanswered,
+                || Primary::Incomplete,
+                &mut budgets.in_flight,
+                env,
+            );
         }
     }
 
@@ -375,10 +537,151 @@ impl Request {
         if let Some(capture) = self.capture.take() {
             let (ready, dropped) = capture.finish(&mut budgets.buffered);
             root.count_dropped(dropped, env);
-            root.send(&ready.copies, &mut budgets.in_flight, env);
+            root.send(
+                &ready.copies,
+                &mut budgets.in_flight,
+                self.primary.as_deref_mut(),
+                env,
+            );
             ready.release(&mut budgets.buffered);
         }
     }
+
+    /// The primary's response headers passed (`end_of_stream`: and nothing else will).
+    /// Read only for a request with comparing copies.
+    fn on_response_headers(
+        &mut self,
+        root: &mut Root,
+        budgets: &mut Budgets,
+        end_of_stream: bool,
+        env: &mut Env<impl Host>,
+    ) {
+        let Some(watch) = self.primary.as_mut() else {
+            return;
+        };
+        let map = env.header_map(MapType::ResponseHeaders, "reading the response headers");
+        watch.headers(&map, &mut budgets.in_flight, root.plan.max_in_flight_bytes);
+        if watch.no_room() {
+            let tokens = watch.tokens().to_vec();
+            root.primary_settled(&tokens, || Primary::NoRoom, &mut budgets.in_flight, env);
+        }
+        if end_of_stream {
+            self.response_complete(root, budgets, env);
+        }
+    }
+
+    /// A chunk of the primary's response body passed: kept while it can be compared.
+    fn on_response_body(
+        &mut self,
+        root: &mut Root,
+        budgets: &mut Budgets,
+        size: usize,
+        end_of_stream: bool,
+        env: &mut Env<impl Host>,
+    ) {
+        let Some(watch) = self.primary.as_mut() else {
+            return;
+        };
+        let chunk = if watch.wants_body(size) && size > 0 {
+            env.buffer(
+                BufferType::HttpResponseBody,
+                size,
+                "reading a response body chunk",
+            )
+        } else {
+            None
+        };
+        watch.body(size, chunk, &mut budgets.in_flight);
+        if end_of_stream {
+            self.response_complete(root, budgets, env);
+        }
+    }
+
+    /// The primary's response trailers passed: its `grpc-status`, and its end.
+    fn on_response_trailers(
+        &mut self,
+        root: &mut Root,
+        budgets: &mut Budgets,
+        env: &mut Env<impl Host>,
+    ) {
+        let Some(watch) = self.primary.as_mut() else {
+            return;
+        };
+        let grpc_status = env.header(
+            MapType::ResponseTrailers,
+            "grpc-status",
+            "reading the response trailers",
+        );
+        watch.trailers(grpc_status);
+        self.response_complete(root, budgets, env);
+    }
+
+    /// The primary's response is complete: the comparisons that waited for it run.
+    fn response_complete(
+        &mut self,
+        root: &mut Root,
+        budgets: &mut Budgets,
+        env: &mut Env<impl Host>,
+    ) {
+        let Some(watch) = self.primary.as_mut() else {
+            return;
+        };
+        let now = env.now_nanos();
+        let Some((side, tokens)) = watch.complete(now, &mut budgets.in_flight) else {
+            return;
+        };
+        let tokens = tokens.to_vec();
+        root.primary_settled(
+            &tokens,
+            || Primary::Done(side.clone()),
+            &mut budgets.in_flight,
+            env,
+        );
+        let_go(side, &mut budgets.in_flight);
+    }
+}
+
+/// A mismatch's log line: what differs and where, both sides' status, body length and
+/// latency, and the request's method, path (without its query) and `x-request-id`; never
+/// a value of a body or a header.
+fn mismatch_line(target: &str, ended: &Ended, per_minute: u32) -> String {
+    let what = match (&ended.found.path, &ended.found.header) {
+        (Some(path), _) => format!(" at {}", if path.is_empty() { "the root" } else { path }),
+        (_, Some(header)) => format!(" in header {header}"),
+        _ => String::new(),
+    };
+    let side = |side: &Option<(Option<u16>, usize, u64)>| match side {
+        Some((status, length, millis)) => format!(
+            "{} ({length} bytes, {millis} ms)",
+            status.map_or_else(|| "no status".to_string(), |s| s.to_string())
+        ),
+        None => "none".to_string(),
+    };
+    let info = &ended.info;
+    format!(
+        "traffic-mirror: target {target}: compare {}{what}: primary {}, mirror {}; {} {} x-request-id {}; logged at most {per_minute} a minute",
+        ended.found.result.name(),
+        side(&ended.primary),
+        side(&ended.mirror),
+        String::from_utf8_lossy(&info.method),
+        String::from_utf8_lossy(&info.path),
+        if info.request_id.is_empty() {
+            "(none)".to_string()
+        } else {
+            String::from_utf8_lossy(&info.request_id).into_owned()
+        },
+    )
+}
+
+/// Whether Envoy made a call's answer up itself rather than passing on the mirror's: its
+/// own answers (the 503 of a refused or reset connection, the 504 past `timeout_ms`) lack
+/// the `x-envoy-upstream-service-time` that its router sets on every answer from an
+/// upstream (`Router::Filter::onUpstreamHeaders`; the async client's router does not
+/// suppress it), so a mirror's own 503 or 504 is told from Envoy's (docs/compare.md).
+fn made_by_envoy(answer: &[wire::Pair<'_>]) -> bool {
+    !answer
+        .iter()
+        .any(|(name, _)| *name == b"x-envoy-upstream-service-time")
 }
 
 /// Every context of one worker's VM instance, as the host creates, calls and deletes
@@ -479,6 +782,28 @@ impl<H: Host> Vm<H> {
         });
     }
 
+    /// `proxy_on_response_headers`: the primary's response headers (read only for a
+    /// request with comparing copies).
+    pub fn on_response_headers(&mut self, context: u32, _headers: usize, end_of_stream: bool) {
+        self.with_request(context, |request, root, budgets, env| {
+            request.on_response_headers(root, budgets, end_of_stream, env);
+        });
+    }
+
+    /// `proxy_on_response_body`.
+    pub fn on_response_body(&mut self, context: u32, body_size: usize, end_of_stream: bool) {
+        self.with_request(context, |request, root, budgets, env| {
+            request.on_response_body(root, budgets, body_size, end_of_stream, env);
+        });
+    }
+
+    /// `proxy_on_response_trailers`.
+    pub fn on_response_trailers(&mut self, context: u32, _trailers: usize) {
+        self.with_request(context, |request, root, budgets, env| {
+            request.on_response_trailers(root, budgets, env);
+        });
+    }
+
     /// `proxy_on_http_call_response`: call `token`'s answer came to root `root`, which
     /// counts it. A configuration that was replaced and has just drained with it tells the
     /// host it is done, and goes.
@@ -528,7 +853,7 @@ impl<H: Host> Vm<H> {
     /// with no copy in flight, so no answer is ever left uncounted.
     pub fn on_done(&mut self, context: u32) -> bool {
         if let Some((root, request)) = self.requests.remove(&context) {
-            let root = self.roots.get(&root).and_then(Option::as_ref);
+            let root = self.roots.get_mut(&root).and_then(Option::as_mut);
             request.on_end(root, &mut self.budgets, &mut self.env);
             return true;
         }

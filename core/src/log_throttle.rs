@@ -64,6 +64,38 @@ impl LogThrottle {
     }
 }
 
+/// At most a number of lines a minute per target (a comparing target's mismatches).
+#[derive(Debug, Clone)]
+pub struct MinuteQuota {
+    /// Per target: when its minute began, and the lines logged in it.
+    windows: Vec<(u64, u32)>,
+}
+
+impl MinuteQuota {
+    pub fn new(targets: usize) -> Self {
+        MinuteQuota {
+            windows: vec![(0, 0); targets],
+        }
+    }
+
+    /// Whether one more line of `target` may be logged now, at most `per_minute` a
+    /// minute; if so, it is counted.
+    pub fn allow(&mut self, target: usize, per_minute: u32, now_nanos: u64) -> bool {
+        let Some((start, logged)) = self.windows.get_mut(target) else {
+            return false;
+        };
+        if now_nanos.saturating_sub(*start) >= WINDOW_NANOS || *logged == 0 {
+            *start = now_nanos;
+            *logged = 0;
+        }
+        if *logged >= per_minute {
+            return false;
+        }
+        *logged += 1;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +113,17 @@ mod tests {
         assert!(throttle.allow(1, Failure::NoResponse, t0));
         assert!(throttle.allow(0, Failure::NoResponse, t0 + WINDOW_NANOS));
         assert!(!throttle.allow(2, Failure::NoResponse, t0));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_quota_allows_so_many_a_minute_per_target() {
+        let mut quota = MinuteQuota::new(2);
+        let t0 = 7_000_000_000;
+        assert!((0..3).all(|_| quota.allow(0, 3, t0)));
+        assert!(!quota.allow(0, 3, t0 + 59_000_000_000));
+        assert!(quota.allow(1, 3, t0));
+        assert!(quota.allow(0, 3, t0 + WINDOW_NANOS));
+        assert!(!quota.allow(0, 0, t0 + 3 * WINDOW_NANOS), "0: never");
+        assert!(!quota.allow(5, 3, t0));
     }
 }

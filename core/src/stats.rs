@@ -2,6 +2,7 @@
 //! `wasmcustom.`), when each is defined, and how a count reaches the host. Names become
 //! Prometheus labels through the shipped `stats_tags` (docs/metrics.md).
 
+use crate::compare::CompareResult;
 use crate::config::Plan;
 use crate::host::{Env, Host, MetricType, Status};
 
@@ -163,6 +164,96 @@ impl LaneStat {
     }
 }
 
+/// The metric name of a target's counter of comparisons that ended in `result`:
+/// `traffic_mirror.<target>.compare.<result>`.
+pub fn compare_metric_name(target: &str, result: CompareResult) -> String {
+    format!("traffic_mirror.{target}.compare.{}", result.name())
+}
+
+/// The metric name of a target's counter of body differences first found at JSON
+/// `path` (indices as `*`): `traffic_mirror.<target>.compare.path.<path>`, the path
+/// encoded ([`encode_path`]) so that the shipped `stats_tags` give it back, as written,
+/// as the label `json_path`; the whole document (`""`) is `...compare.path`, with no
+/// label.
+pub fn path_metric_name(target: &str, path: &str) -> String {
+    if path.is_empty() {
+        return format!("traffic_mirror.{target}.compare.path");
+    }
+    format!("traffic_mirror.{target}.compare.path.{}", encode_path(path))
+}
+
+/// The metric name of a target's counter of body differences at paths past
+/// `compare.max_paths`: its label `json_path` is `other` (a path is `""` or starts with
+/// `/`, so no path reads `other`).
+pub fn other_paths_metric_name(target: &str) -> String {
+    format!("traffic_mirror.{target}.compare.path.other")
+}
+
+/// A JSON Pointer as the last part of a stat name, as Envoy keeps it: Envoy splits a
+/// stat's name at `.` and drops a trailing one, and the Prometheus text format cannot
+/// carry control characters, so `%`, `.` and the ASCII control characters are written
+/// `%XX`; so is the `_` of a path that ends like one of Envoy's own response-code stats
+/// (`_rq_200`, `_rq_2xx`), which Envoy would read a label from. Everything else, `/`,
+/// `~`, `*`, `:`, spaces, quotes and non-ASCII letters among it, stays as written: the
+/// label reads like the path, and percent-decoding gives it back exactly.
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 2);
+    for c in path.chars() {
+        match c {
+            '%' | '.' | '\u{0}'..='\u{1f}' | '\u{7f}' => {
+                out.push_str(&format!("%{:02X}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    if ends_like_a_response_code(&out) {
+        if let Some(at) = out.rfind("_rq_") {
+            out.replace_range(at..=at, "%5F");
+        }
+    }
+    out
+}
+
+/// `_rq_` and three digits, or a digit and `xx`, at the end: what Envoy's default tag
+/// extractors read as a response code.
+fn ends_like_a_response_code(name: &str) -> bool {
+    let Some(at) = name.rfind("_rq_") else {
+        return false;
+    };
+    let tail = name.get(at + 4..).unwrap_or_default().as_bytes();
+    match tail {
+        [a, b, c] => {
+            a.is_ascii_digit()
+                && ((b.is_ascii_digit() && c.is_ascii_digit()) || (*b == b'x' && *c == b'x'))
+        }
+        _ => false,
+    }
+}
+
+/// A percent-encoded path back as written (for tools reading `/stats`).
+pub fn decode_path(encoded: &str) -> String {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The metric name of a lane's counter; Envoy prefixes it with `wasmcustom.`.
 pub fn lane_metric_name(lane: &str, stat: LaneStat) -> String {
     format!("traffic_lanes.{lane}.{}", stat.name())
@@ -181,6 +272,17 @@ pub struct Stats {
     /// Target names, for the gRPC status counters defined later.
     names: Vec<String>,
     lanes: Vec<[u32; LaneStat::ALL.len()]>,
+    /// A comparing target's `compare.<result>` counters.
+    compare: Vec<Option<[u32; CompareResult::ALL.len()]>>,
+    /// A comparing target's counters of body differences by JSON path, each defined when
+    /// its path is first seen, up to `compare.max_paths`; `other` past them.
+    paths: Vec<PathCounters>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PathCounters {
+    ids: Vec<(String, u32)>,
+    other: Option<u32>,
 }
 
 impl Stats {
@@ -208,6 +310,22 @@ impl Stats {
                 &metric_name(&target.name, LATENCY_MS),
             )?);
         }
+        let mut compare = Vec::with_capacity(plan.targets.len());
+        for target in &plan.targets {
+            compare.push(match &target.compare {
+                None => None,
+                Some(_) => {
+                    let mut ids = [0u32; CompareResult::ALL.len()];
+                    for (id, result) in ids.iter_mut().zip(CompareResult::ALL) {
+                        *id = host.define_metric(
+                            MetricType::Counter,
+                            &compare_metric_name(&target.name, result),
+                        )?;
+                    }
+                    Some(ids)
+                }
+            });
+        }
         let names = plan.lanes.as_ref().map_or(&[][..], |l| l.names.as_slice());
         let mut lanes = Vec::with_capacity(names.len());
         for name in names {
@@ -224,7 +342,67 @@ impl Stats {
             grpc: vec![[None; GRPC_STATUS_CODES]; plan.targets.len()],
             names: plan.targets.iter().map(|t| t.name.clone()).collect(),
             lanes,
+            compare,
+            paths: vec![PathCounters::default(); plan.targets.len()],
         })
+    }
+
+    /// A comparison of a target's copy ended in `result`.
+    pub fn count_compare(&self, target: usize, result: CompareResult, env: &mut Env<impl Host>) {
+        if let Some(&id) = self
+            .compare
+            .get(target)
+            .and_then(Option::as_ref)
+            .and_then(|ids| ids.get(result.index()))
+        {
+            env.increment(id, 1);
+        }
+    }
+
+    /// A body difference of a target at JSON `path`: its counter, defined now if the path
+    /// is new and the target counts fewer than `max_paths`; else `other`'s.
+    pub fn count_path(
+        &mut self,
+        target: usize,
+        path: &str,
+        max_paths: usize,
+        env: &mut Env<impl Host>,
+    ) {
+        let name = self.names.get(target).map_or("", String::as_str);
+        let Some(counters) = self.paths.get_mut(target) else {
+            return;
+        };
+        let known = counters
+            .ids
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, id)| *id);
+        let id = match known {
+            Some(id) => id,
+            None if counters.ids.len() < max_paths => {
+                match env
+                    .host()
+                    .define_metric(MetricType::Counter, &path_metric_name(name, path))
+                {
+                    Ok(id) => {
+                        counters.ids.push((path.to_string(), id));
+                        id
+                    }
+                    Err(status) => return env.stat_failed(status),
+                }
+            }
+            None => match counters.other {
+                Some(id) => id,
+                None => match env
+                    .host()
+                    .define_metric(MetricType::Counter, &other_paths_metric_name(name))
+                {
+                    Ok(id) => *counters.other.insert(id),
+                    Err(status) => return env.stat_failed(status),
+                },
+            },
+        };
+        env.increment(id, 1);
     }
 
     /// One more in a target's counter.
@@ -290,6 +468,30 @@ impl Stats {
 mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn json_paths_become_stat_names_that_read_back_exactly() {
+        assert_eq!(
+            path_metric_name("t", "/items/*/price"),
+            "traffic_mirror.t.compare.path./items/*/price"
+        );
+        assert_eq!(path_metric_name("t", ""), "traffic_mirror.t.compare.path");
+        for (path, encoded) in [
+            ("/a.b", "/a%2Eb"),
+            ("/50%", "/50%25"),
+            ("/a\nb", "/a%0Ab"),
+            ("/a~1b~0c", "/a~1b~0c"),
+            ("/é/日本", "/é/日本"),
+            ("/a:b \"c\"\\", "/a:b \"c\"\\"),
+            ("/x.", "/x%2E"),
+            ("/count_rq_200", "/count%5Frq_200"),
+            ("/count_rq_2xx", "/count%5Frq_2xx"),
+            ("/count_rq_20", "/count_rq_20"),
+        ] {
+            assert_eq!(encode_path(path), encoded, "{path:?}");
+            assert_eq!(decode_path(encoded), path, "{encoded:?}");
+        }
+    }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn responses_are_counted_by_status_class() {

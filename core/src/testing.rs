@@ -93,6 +93,10 @@ pub struct FakeRequest {
     pub headers: Vec<Header>,
     /// The body chunk passing now.
     pub chunk: Vec<u8>,
+    /// The primary's response headers, trailers and the body chunk passing now.
+    pub response_headers: Vec<Header>,
+    pub response_trailers: Vec<Header>,
+    pub response_chunk: Vec<u8>,
 }
 
 /// A call's answer: its headers (`:status` among them) and trailers. No headers at all:
@@ -101,20 +105,44 @@ pub struct FakeRequest {
 pub struct FakeAnswer {
     pub headers: Vec<Header>,
     pub trailers: Vec<Header>,
+    pub body: Vec<u8>,
 }
 
 impl FakeAnswer {
     /// An answer with this status.
     pub fn status(code: u16) -> Self {
         FakeAnswer {
-            headers: vec![(":status".to_string(), code.to_string().into_bytes())],
+            headers: vec![
+                (":status".to_string(), code.to_string().into_bytes()),
+                // What Envoy's router sets on every answer that came from the mirror.
+                ("x-envoy-upstream-service-time".to_string(), b"1".to_vec()),
+            ],
             trailers: Vec::new(),
+            body: Vec::new(),
         }
     }
 
     /// No answer: the call ended without one.
     pub fn none() -> Self {
         FakeAnswer::default()
+    }
+
+    /// One of Envoy's own answers (a refused connection's 503, a timeout's 504): no
+    /// `x-envoy-upstream-service-time`.
+    pub fn from_envoy(code: u16) -> Self {
+        FakeAnswer {
+            headers: vec![
+                (":status".to_string(), code.to_string().into_bytes()),
+                ("content-type".to_string(), b"text/plain".to_vec()),
+            ],
+            ..FakeAnswer::default()
+        }
+    }
+
+    /// With this body.
+    pub fn body(mut self, body: &[u8]) -> Self {
+        self.body = body.to_vec();
+        self
     }
 
     /// Adds a header.
@@ -294,6 +322,14 @@ impl FakeHost {
                 .requests
                 .get(&self.context)
                 .map(|r| r.headers.as_slice()),
+            MapType::ResponseHeaders => self
+                .requests
+                .get(&self.context)
+                .map(|r| r.response_headers.as_slice()),
+            MapType::ResponseTrailers => self
+                .requests
+                .get(&self.context)
+                .map(|r| r.response_trailers.as_slice()),
             MapType::HttpCallResponseHeaders => Some(&self.answer.headers),
             MapType::HttpCallResponseTrailers => Some(&self.answer.trailers),
             _ => None,
@@ -382,6 +418,11 @@ impl Host for FakeHost {
             BufferType::PluginConfiguration => {
                 self.configurations.get(&self.context).map(Vec::as_slice)
             }
+            BufferType::HttpResponseBody => self
+                .requests
+                .get(&self.context)
+                .map(|r| r.response_chunk.as_slice()),
+            BufferType::HttpCallResponseBody => Some(self.answer.body.as_slice()),
             _ => None,
         }
         .unwrap_or_default();
@@ -489,6 +530,9 @@ pub trait Exports {
     fn on_request_headers(&mut self, context: u32, headers: usize, end_of_stream: bool);
     fn on_request_body(&mut self, context: u32, body_size: usize, end_of_stream: bool);
     fn on_request_trailers(&mut self, context: u32, trailers: usize);
+    fn on_response_headers(&mut self, context: u32, headers: usize, end_of_stream: bool);
+    fn on_response_body(&mut self, context: u32, body_size: usize, end_of_stream: bool);
+    fn on_response_trailers(&mut self, context: u32, trailers: usize);
     fn on_http_call_response(
         &mut self,
         root: u32,
@@ -533,6 +577,18 @@ impl Exports for Vm<FakeHost> {
 
     fn on_request_trailers(&mut self, context: u32, trailers: usize) {
         Vm::on_request_trailers(self, context, trailers);
+    }
+
+    fn on_response_headers(&mut self, context: u32, headers: usize, end_of_stream: bool) {
+        Vm::on_response_headers(self, context, headers, end_of_stream);
+    }
+
+    fn on_response_body(&mut self, context: u32, body_size: usize, end_of_stream: bool) {
+        Vm::on_response_body(self, context, body_size, end_of_stream);
+    }
+
+    fn on_response_trailers(&mut self, context: u32, trailers: usize) {
+        Vm::on_response_trailers(self, context, trailers);
     }
 
     fn on_http_call_response(
@@ -630,7 +686,7 @@ impl<E: Exports> Envoy<E> {
                     .iter()
                     .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
                     .collect(),
-                chunk: Vec::new(),
+                ..FakeRequest::default()
             },
         );
         self.filter.on_context_create(context, root);
@@ -652,6 +708,45 @@ impl<E: Exports> Envoy<E> {
         }
         self.filter
             .on_request_body(context, chunk.len(), end_of_stream);
+    }
+
+    /// The primary's response to a request: its headers, each body chunk, its trailers
+    /// (`end`: the response ends with them).
+    pub fn respond(
+        &mut self,
+        context: u32,
+        headers: &[(&str, &str)],
+        chunks: &[&[u8]],
+        trailers: &[(&str, &str)],
+    ) {
+        let list = |pairs: &[(&str, &str)]| -> Vec<Header> {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let host = self.filter.host();
+        host.context = context;
+        if let Some(request) = host.requests.get_mut(&context) {
+            request.response_headers = list(headers);
+            request.response_trailers = list(trailers);
+        }
+        let bodiless = chunks.is_empty() && trailers.is_empty();
+        self.filter
+            .on_response_headers(context, headers.len(), bodiless);
+        for (i, chunk) in chunks.iter().enumerate() {
+            let host = self.filter.host();
+            host.context = context;
+            if let Some(request) = host.requests.get_mut(&context) {
+                request.response_chunk = chunk.to_vec();
+            }
+            let last = i + 1 == chunks.len() && trailers.is_empty();
+            self.filter.on_response_body(context, chunk.len(), last);
+        }
+        if !trailers.is_empty() {
+            self.filter.host().context = context;
+            self.filter.on_response_trailers(context, trailers.len());
+        }
     }
 
     /// A request's trailers (it is complete).

@@ -96,6 +96,9 @@ struct Callbacks {
     request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
     request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
     request_trailers: Option<TypedFunc<(u32, u32), u32>>,
+    response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    response_trailers: Option<TypedFunc<(u32, u32), u32>>,
     http_call_response: Option<HttpCallResponse>,
     done: Option<TypedFunc<u32, u32>>,
 }
@@ -170,6 +173,9 @@ impl Module {
             request_headers: export(&store, instance, "proxy_on_request_headers")?,
             request_body: export(&store, instance, "proxy_on_request_body")?,
             request_trailers: export(&store, instance, "proxy_on_request_trailers")?,
+            response_headers: export(&store, instance, "proxy_on_response_headers")?,
+            response_body: export(&store, instance, "proxy_on_response_body")?,
+            response_trailers: export(&store, instance, "proxy_on_response_trailers")?,
             http_call_response: export(&store, instance, "proxy_on_http_call_response")?,
             done: export(&store, instance, "proxy_on_done")?,
         };
@@ -378,6 +384,33 @@ impl Exports for Module {
     fn on_request_trailers(&mut self, context: u32, trailers: usize) {
         if let Some(func) = self.callbacks.request_trailers {
             let name = "proxy_on_request_trailers";
+            let args = [context, abi_size(trailers)];
+            let action = self.call(func, (args[0], args[1]), name, &args);
+            self.continued(action, name, &args);
+        }
+    }
+
+    fn on_response_headers(&mut self, context: u32, headers: usize, end_of_stream: bool) {
+        if let Some(func) = self.callbacks.response_headers {
+            let name = "proxy_on_response_headers";
+            let args = [context, abi_size(headers), u32::from(end_of_stream)];
+            let action = self.call(func, (args[0], args[1], args[2]), name, &args);
+            self.continued(action, name, &args);
+        }
+    }
+
+    fn on_response_body(&mut self, context: u32, body_size: usize, end_of_stream: bool) {
+        if let Some(func) = self.callbacks.response_body {
+            let name = "proxy_on_response_body";
+            let args = [context, abi_size(body_size), u32::from(end_of_stream)];
+            let action = self.call(func, (args[0], args[1], args[2]), name, &args);
+            self.continued(action, name, &args);
+        }
+    }
+
+    fn on_response_trailers(&mut self, context: u32, trailers: usize) {
+        if let Some(func) = self.callbacks.response_trailers {
+            let name = "proxy_on_response_trailers";
             let args = [context, abi_size(trailers)];
             let action = self.call(func, (args[0], args[1]), name, &args);
             self.continued(action, name, &args);

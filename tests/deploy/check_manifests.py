@@ -134,7 +134,7 @@ def envoy_config_policy_errors(cfg, workers):
                 errors.append(f"{where}: layered_runtime sets {ANSWER_BUFFER_KEY} to {have!r}, not the plugin's max_answer_bytes ({want})")
     errors += circuit_breaker_errors(cfg, in_flight)
     tags = cfg.get("stats_config", {}).get("stats_tags", [])
-    for tag in (L.TARGET_TAG, L.LANE_TAG, L.GRPC_STATUS_TAG):
+    for tag in (L.TARGET_TAG, L.LANE_TAG, L.GRPC_STATUS_TAG, L.JSON_PATH_TAG):
         if tag not in tags:
             errors.append(f"stats_config.stats_tags lacks {tag}")
     return errors

@@ -28,6 +28,9 @@ TARGET_TAG = {"tag_name": "target", "regex": r"^wasmcustom\.traffic_mirror\.(([a
 LANE_TAG = {"tag_name": "lane", "regex": r"^wasmcustom\.traffic_lanes\.(([a-z0-9_-]+)\.)"}
 GRPC_STATUS_TAG = {"tag_name": "grpc_status",
                    "regex": r"^wasmcustom\.traffic_mirror\.[a-z0-9_-]+\.grpc_status(\.([0-9]+))$"}
+# The JSON path of a compared body's first difference (a percent-encoded JSON Pointer).
+JSON_PATH_TAG = {"tag_name": "json_path",
+                 "regex": r"^wasmcustom\.traffic_mirror\.[a-z0-9_-]+\.compare\.path(\.([^.]*))$"}
 
 
 SERIES = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')

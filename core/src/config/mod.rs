@@ -14,11 +14,13 @@
 use serde_json::Value;
 use std::fmt;
 
+use crate::compare::Compare;
 use crate::lanes::Lanes;
 use crate::matching::Match;
 use crate::sampling::SampleKey;
 
 mod fields;
+mod parse_compare;
 mod parse_headers;
 mod parse_lanes;
 mod parse_match;
@@ -105,6 +107,8 @@ pub struct Target {
     pub timeout_ms: u32,
     pub max_rps: Option<f64>,
     pub max_in_flight: u32,
+    /// How each copy's answer is compared with the primary's response; `None`: not.
+    pub compare: Option<Compare>,
 }
 
 /// What to do with a request that lacks the sampling key.
@@ -237,6 +241,22 @@ pub fn parse(bytes: &[u8]) -> Result<Plan> {
                     target.max_body_bytes
                 ),
             );
+        }
+        if let Some(compare) = &target.compare {
+            if compare.max_body_bytes as u64 > max_answer_bytes {
+                return error(
+                    &format!("{path}.compare.max_body_bytes"),
+                    format!(
+                        "must not exceed max_answer_bytes ({max_answer_bytes}): a longer answer is cut by Envoy; got {}{}",
+                        compare.max_body_bytes,
+                        if value.get("compare").and_then(|c| c.get("max_body_bytes")).is_none() {
+                            " (the default)"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
         }
         if targets.iter().any(|t| t.name == target.name) {
             return error(

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::fields::*;
+use super::parse_compare::parse_compare;
 use super::parse_headers::parse_header_ops;
 use super::parse_match::parse_match;
 use super::{
@@ -30,6 +31,7 @@ pub(super) const TARGET_FIELDS: &[&str] = &[
     "timeout_ms",
     "max_rps",
     "max_in_flight",
+    "compare",
 ];
 
 pub(super) const SAMPLE_BY_FIELDS: &[&str] = &["header", "cookie", "query", "random"];
@@ -134,6 +136,10 @@ pub(super) fn parse_target(path: &str, value: &Value) -> Result<Target> {
         None => DEFAULT_MAX_IN_FLIGHT,
         Some((p, v)) => integer_in(&p, v, 1, 100_000)?,
     };
+    let compare = match fields.optional("compare") {
+        None => None,
+        Some((p, v)) => parse_compare(&p, v)?,
+    };
 
     Ok(Target {
         name,
@@ -150,6 +156,7 @@ pub(super) fn parse_target(path: &str, value: &Value) -> Result<Target> {
         timeout_ms: u32::try_from(timeout_ms).unwrap_or(u32::MAX),
         max_rps,
         max_in_flight: u32::try_from(max_in_flight).unwrap_or(u32::MAX),
+        compare,
     })
 }
 

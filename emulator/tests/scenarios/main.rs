@@ -19,6 +19,7 @@
 
 mod agreement;
 mod calls;
+mod compare;
 mod lifecycle;
 
 use serde_json::{json, Value};
@@ -74,6 +75,21 @@ scenarios! {
     lifecycle::failed_host_calls_are_logged_once_a_minute_and_never_stop_a_request,
     lifecycle::a_bad_configuration_is_refused_with_one_line,
     agreement::explain_and_the_filter_agree_on_generated_requests,
+    compare::equal_answers_match_in_either_order,
+    compare::a_body_difference_is_counted_by_its_path_and_logged_without_values,
+    compare::status_grpc_status_and_headers_are_compared_first,
+    compare::the_mirror_failing_is_told_from_its_own_errors,
+    compare::a_primary_that_does_not_complete_is_primary_incomplete,
+    compare::the_comparison_outlives_the_clients_stream,
+    compare::a_response_before_the_request_is_complete_is_compared_too,
+    compare::bodies_past_the_cap_undecodable_or_not_json_are_told_apart,
+    compare::gzip_on_one_side_only_is_compared_decoded,
+    compare::a_head_request_and_bodiless_statuses_compare_no_body,
+    compare::ignore_and_unordered_quiet_volatile_fields,
+    compare::paths_past_max_paths_count_as_other,
+    compare::a_primary_body_that_does_not_fit_skips_the_comparison,
+    compare::a_replaced_configuration_drains_its_comparisons,
+    compare::an_unsampled_request_with_compare_reads_no_response,
 }
 
 /// The core, natively.

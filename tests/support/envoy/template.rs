@@ -172,4 +172,6 @@ const STATS_TAGS: &str = r#"stats_config:
     regex: '^wasmcustom\.traffic_lanes\.(([a-z0-9_-]+)\.)'
   - tag_name: grpc_status
     regex: '^wasmcustom\.traffic_mirror\.[a-z0-9_-]+\.grpc_status(\.([0-9]+))$'
+  - tag_name: json_path
+    regex: '^wasmcustom\.traffic_mirror\.[a-z0-9_-]+\.compare\.path(\.([^.]*))$'
 "#;

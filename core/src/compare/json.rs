@@ -1,0 +1,1038 @@
+//! JSON as `compare` reads it: each body parsed once into a flat tree (one `Vec` of nodes,
+//! one of container items, strings as ranges of the body or, when they hold escapes, of
+//! one buffer of their decoded bytes), then the two trees walked together in the
+//! primary's document order until the first difference.
+//!
+//! The rules (docs/compare.md): `ignore` paths are left out on both sides; object members
+//! are matched by name whatever their order, a duplicate name's last value wins; numbers
+//! are equal by value, exactly (`1`, `1.0`, `1e0` and `10e-1` are equal, as are `0` and
+//! `-0`; no rounding through floating point); strings after unescaping; arrays in order,
+//! but as multisets at the `unordered` paths. The difference is named by its path: a
+//! member on one side only differs at its own path, an array with elements past the
+//! other's end at the first of them, and an `unordered` array that differs at its own
+//! path.
+//!
+//! Why trees and not a streaming comparison: members may come in any order, so one side
+//! must be indexed anyway, and the first difference in the primary's order needs the
+//! primary walked in order with the mirror looked up. Two flat trees of a 4 KiB body cost
+//! a few allocations, and their size is bounded by the body's (`MAX_DEPTH` bounds the
+//! recursion): a node and an item each per value, about 28 bytes for a value that takes
+//! at least 2 bytes of JSON.
+
+use xxhash_rust::xxh64::xxh64;
+
+use super::pointer::{any_matches, Pattern, Step};
+
+/// Deeper nesting is not compared: such a body is `not_json`.
+pub const MAX_DEPTH: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    True,
+    False,
+    Number,
+    /// A string: its bytes, decoded.
+    String,
+    Array,
+    Object,
+}
+
+/// A value. Scalars: `start..end` of the body (a number's literal) or of the decoded
+/// strings (`in_decoded`); containers: `start..end` of [`Doc::items`].
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    kind: Kind,
+    start: u32,
+    end: u32,
+    in_decoded: bool,
+}
+
+/// A container's item: an object member's name (a string range, as a [`Node`]'s) and
+/// value, or an array element (no name).
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    key_start: u32,
+    key_end: u32,
+    key_in_decoded: bool,
+    value: u32,
+}
+
+/// A parsed body.
+#[derive(Debug)]
+pub struct Doc<'a> {
+    src: &'a [u8],
+    /// The strings that held escapes, decoded.
+    decoded: Vec<u8>,
+    nodes: Vec<Node>,
+    items: Vec<Item>,
+}
+
+/// The comparison's rules: the paths left out and the arrays compared as multisets.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub ignore: &'a [Pattern],
+    pub unordered: &'a [Pattern],
+}
+
+/// Parses a body as JSON; `None` when it is not (or nests deeper than [`MAX_DEPTH`]).
+pub fn parse(src: &[u8]) -> Option<Doc<'_>> {
+    let mut parser = Parser {
+        doc: Doc {
+            src,
+            decoded: Vec::new(),
+            nodes: Vec::with_capacity(src.len() / 8 + 1),
+            items: Vec::with_capacity(src.len() / 8),
+        },
+        at: 0,
+    };
+    parser.document()?;
+    Some(parser.doc)
+}
+
+/// Where two documents first differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The path, every array index as `*` (what is counted and logged).
+    pub path: String,
+    /// The path with the primary's array indices (to find the values).
+    pub exact_path: String,
+}
+
+/// The first place where two documents differ, under `rules`; `None` when they are
+/// equal.
+pub fn first_difference(
+    primary: &Doc<'_>,
+    mirror: &Doc<'_>,
+    rules: Rules<'_>,
+) -> Option<Difference> {
+    let mut walk = Walk {
+        primary,
+        mirror,
+        rules,
+        path: Vec::with_capacity(16),
+        difference: None,
+    };
+    if walk.ignored() {
+        return None;
+    }
+    walk.values(0, 0);
+    walk.difference
+}
+
+/// A container being parsed: its node, where its items start among those pending, and
+/// the name of the member whose value comes next (objects).
+struct Open {
+    node: u32,
+    from: usize,
+    object: bool,
+    key: Option<(u32, u32, bool)>,
+}
+
+struct Parser<'a> {
+    doc: Doc<'a>,
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.doc.src.get(self.at).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.skip_whitespace();
+        (self.peek() == Some(byte)).then(|| self.at += 1)
+    }
+
+    fn push(&mut self, kind: Kind, start: usize, end: usize, in_decoded: bool) -> Option<u32> {
+        let index = u32::try_from(self.doc.nodes.len()).ok()?;
+        self.doc.nodes.push(Node {
+            kind,
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(end).ok()?,
+            in_decoded,
+        });
+        Some(index)
+    }
+
+    /// The whole body: one value, nothing after it but whitespace.
+    fn document(&mut self) -> Option<()> {
+        std::str::from_utf8(self.doc.src).ok()?;
+        let mut stack: Vec<Open> = Vec::new();
+        let mut pending: Vec<Item> = Vec::new();
+        'value: loop {
+            self.skip_whitespace();
+            // A value: a scalar, or a container opened (and closed at once if empty).
+            let mut done = match self.peek()? {
+                b'{' | b'[' => {
+                    let object = self.peek() == Some(b'{');
+                    self.at += 1;
+                    if stack.len() >= MAX_DEPTH {
+                        return None;
+                    }
+                    let kind = if object { Kind::Object } else { Kind::Array };
+                    let node = self.push(kind, 0, 0, false)?;
+                    stack.push(Open {
+                        node,
+                        from: pending.len(),
+                        object,
+                        key: None,
+                    });
+                    self.skip_whitespace();
+                    let close = if object { b'}' } else { b']' };
+                    if self.peek() == Some(close) {
+                        self.at += 1;
+                        self.close(&mut stack, &mut pending)?
+                    } else {
+                        if object {
+                            self.member_name(&mut stack)?;
+                        }
+                        continue 'value;
+                    }
+                }
+                _ => self.scalar()?,
+            };
+            // After a value: it goes into its container, which may go on or close.
+            loop {
+                let Some(open) = stack.last_mut() else {
+                    self.skip_whitespace();
+                    return (self.at == self.doc.src.len()).then_some(());
+                };
+                let (key_start, key_end, key_in_decoded) = open.key.take().unwrap_or((0, 0, false));
+                pending.push(Item {
+                    key_start,
+                    key_end,
+                    key_in_decoded,
+                    value: done,
+                });
+                let object = open.object;
+                self.skip_whitespace();
+                match self.peek()? {
+                    b',' => {
+                        self.at += 1;
+                        if object {
+                            self.member_name(&mut stack)?;
+                        }
+                        continue 'value;
+                    }
+                    b'}' if object => {
+                        self.at += 1;
+                        done = self.close(&mut stack, &mut pending)?;
+                    }
+                    b']' if !object => {
+                        self.at += 1;
+                        done = self.close(&mut stack, &mut pending)?;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    /// Closes the innermost container: its items move from `pending` to the document.
+    fn close(&mut self, stack: &mut Vec<Open>, pending: &mut Vec<Item>) -> Option<u32> {
+        let open = stack.pop()?;
+        let start = u32::try_from(self.doc.items.len()).ok()?;
+        self.doc.items.extend(pending.drain(open.from..));
+        let end = u32::try_from(self.doc.items.len()).ok()?;
+        let node = self.doc.nodes.get_mut(usize::try_from(open.node).ok()?)?;
+        node.start = start;
+        node.end = end;
+        Some(open.node)
+    }
+
+    /// An object member's name and its `:`, kept for the value that follows.
+    fn member_name(&mut self, stack: &mut [Open]) -> Option<()> {
+        self.skip_whitespace();
+        if self.peek() != Some(b'"') {
+            return None;
+        }
+        let (start, end, in_decoded) = self.string()?;
+        self.expect(b':')?;
+        stack.last_mut()?.key = Some((
+            u32::try_from(start).ok()?,
+            u32::try_from(end).ok()?,
+            in_decoded,
+        ));
+        Some(())
+    }
+
+    fn scalar(&mut self) -> Option<u32> {
+        let start = self.at;
+        match self.peek()? {
+            b'"' => {
+                let (start, end, in_decoded) = self.string()?;
+                self.push(Kind::String, start, end, in_decoded)
+            }
+            b't' => self.literal(b"true", Kind::True),
+            b'f' => self.literal(b"false", Kind::False),
+            b'n' => self.literal(b"null", Kind::Null),
+            b'-' | b'0'..=b'9' => {
+                self.number()?;
+                self.push(Kind::Number, start, self.at, false)
+            }
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], kind: Kind) -> Option<u32> {
+        let start = self.at;
+        let end = start.checked_add(word.len())?;
+        (self.doc.src.get(start..end)? == word).then_some(())?;
+        self.at = end;
+        self.push(kind, start, end, false)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        let first = self.peek()?;
+        let integer = self.digits();
+        if integer == 0 || (first == b'0' && integer > 1) {
+            return None;
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            (self.digits() > 0).then_some(())?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            (self.digits() > 0).then_some(())?;
+        }
+        Some(())
+    }
+
+    /// A string at `"`: its range in the body, or, when it holds escapes, of its decoded
+    /// bytes in [`Doc::decoded`].
+    fn string(&mut self) -> Option<(usize, usize, bool)> {
+        self.at += 1;
+        let start = self.at;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    return Some((start, self.at - 1, false));
+                }
+                b'\\' => break,
+                0..=0x1f => return None,
+                _ => self.at += 1,
+            }
+        }
+        // Escapes: decode the whole string.
+        let from = self.doc.decoded.len();
+        let plain = self.doc.src.get(start..self.at)?;
+        self.doc.decoded.extend_from_slice(plain);
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    return Some((from, self.doc.decoded.len(), true));
+                }
+                b'\\' => {
+                    self.at += 1;
+                    let escaped = self.peek()?;
+                    self.at += 1;
+                    let byte = match escaped {
+                        b'"' => b'"',
+                        b'\\' => b'\\',
+                        b'/' => b'/',
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'u' => {
+                            let c = self.unicode_escape()?;
+                            let mut buf = [0u8; 4];
+                            self.doc
+                                .decoded
+                                .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                            continue;
+                        }
+                        _ => return None,
+                    };
+                    self.doc.decoded.push(byte);
+                }
+                0..=0x1f => return None,
+                byte => {
+                    self.doc.decoded.push(byte);
+                    self.at += 1;
+                }
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let end = self.at.checked_add(4)?;
+        let text = std::str::from_utf8(self.doc.src.get(self.at..end)?).ok()?;
+        let value = u32::from_str_radix(text, 16).ok()?;
+        self.at = end;
+        Some(value)
+    }
+
+    /// The character of a `\uXXXX` escape (after the `u`), a surrogate pair joined; a
+    /// lone surrogate is U+FFFD, as most JSON parsers read it.
+    fn unicode_escape(&mut self) -> Option<char> {
+        let first = self.hex4()?;
+        if (0xD800..0xDC00).contains(&first) {
+            let rest = self.doc.src.get(self.at..)?;
+            if rest.starts_with(b"\\u") {
+                let save = self.at;
+                self.at += 2;
+                let second = self.hex4()?;
+                if (0xDC00..0xE000).contains(&second) {
+                    let code = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                    return Some(char::from_u32(code).unwrap_or('\u{FFFD}'));
+                }
+                self.at = save;
+            }
+            return Some('\u{FFFD}');
+        }
+        Some(char::from_u32(first).unwrap_or('\u{FFFD}'))
+    }
+}
+
+impl Doc<'_> {
+    fn node(&self, index: u32) -> Option<Node> {
+        self.nodes.get(usize::try_from(index).ok()?).copied()
+    }
+
+    fn items(&self, node: Node) -> &[Item] {
+        self.items
+            .get(node.start as usize..node.end as usize)
+            .unwrap_or_default()
+    }
+
+    fn bytes(&self, start: u32, end: u32, in_decoded: bool) -> &[u8] {
+        let from = if in_decoded {
+            &self.decoded[..]
+        } else {
+            self.src
+        };
+        from.get(start as usize..end as usize).unwrap_or_default()
+    }
+
+    fn text(&self, node: Node) -> &[u8] {
+        self.bytes(node.start, node.end, node.in_decoded)
+    }
+
+    fn key(&self, item: &Item) -> &[u8] {
+        self.bytes(item.key_start, item.key_end, item.key_in_decoded)
+    }
+
+    /// An object's members that count (the last of each name), in document order, with
+    /// a way to find one by name.
+    fn members(&self, node: Node) -> Members<'_> {
+        let items = self.items(node);
+        let mut sorted: Vec<(&[u8], usize)> = Vec::new();
+        if items.len() > SMALL {
+            sorted = items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| (self.key(it), i))
+                .collect();
+            sorted.sort_unstable();
+        }
+        Members {
+            doc: self,
+            items,
+            sorted,
+        }
+    }
+}
+
+/// Objects this small are searched in order; larger ones through a sorted index.
+const SMALL: usize = 12;
+
+struct Members<'d> {
+    doc: &'d Doc<'d>,
+    items: &'d [Item],
+    /// (name, position), sorted; empty for a small object.
+    sorted: Vec<(&'d [u8], usize)>,
+}
+
+impl<'d> Members<'d> {
+    /// The position of the member that counts for `name` (the last of that name).
+    fn find(&self, name: &[u8]) -> Option<usize> {
+        if self.sorted.is_empty() {
+            return self
+                .items
+                .iter()
+                .rposition(|item| self.doc.key(item) == name);
+        }
+        let end = self.sorted.partition_point(|(key, _)| *key <= name);
+        let (key, position) = self.sorted.get(end.checked_sub(1)?)?;
+        (*key == name).then_some(*position)
+    }
+
+    /// The members that count, in document order: (name, value).
+    fn counted(&self) -> impl Iterator<Item = (&'d [u8], u32)> + '_ {
+        self.items
+            .iter()
+            .enumerate()
+            .filter_map(|(position, item)| {
+                let name = self.doc.key(item);
+                (self.find(name) == Some(position)).then_some((name, item.value))
+            })
+    }
+
+    fn value(&self, position: usize) -> Option<u32> {
+        self.items.get(position).map(|item| item.value)
+    }
+}
+
+/// Two documents walked together.
+struct Walk<'p, 'm, 'r> {
+    primary: &'p Doc<'p>,
+    mirror: &'m Doc<'m>,
+    rules: Rules<'r>,
+    /// Where the walk is, in the primary (member names borrowed from it or the mirror).
+    path: Vec<Step<'p>>,
+    difference: Option<Difference>,
+}
+
+impl<'p, 'm: 'p> Walk<'p, 'm, '_> {
+    fn ignored(&self) -> bool {
+        any_matches(self.rules.ignore, &self.path)
+    }
+
+    fn differ(&mut self) -> bool {
+        self.difference = Some(Difference {
+            path: super::pointer::render(&self.path),
+            exact_path: super::pointer::render_exact(&self.path),
+        });
+        false
+    }
+
+    /// Whether the values at `p` (primary) and `m` (mirror) are equal; the first
+    /// difference is recorded.
+    fn values(&mut self, p: u32, m: u32) -> bool {
+        let (Some(pn), Some(mn)) = (self.primary.node(p), self.mirror.node(m)) else {
+            return self.differ();
+        };
+        let equal = match (pn.kind, mn.kind) {
+            (Kind::Object, Kind::Object) => return self.objects(pn, mn),
+            (Kind::Array, Kind::Array) => {
+                return if any_matches(self.rules.unordered, &self.path) {
+                    self.multisets(pn, mn)
+                } else {
+                    self.arrays(pn, mn)
+                }
+            }
+            (Kind::Number, Kind::Number) => {
+                numbers_equal(self.primary.text(pn), self.mirror.text(mn))
+            }
+            (Kind::String, Kind::String) => self.primary.text(pn) == self.mirror.text(mn),
+            (a, b) => a == b && matches!(a, Kind::Null | Kind::True | Kind::False),
+        };
+        equal || self.differ()
+    }
+
+    fn objects(&mut self, pn: Node, mn: Node) -> bool {
+        let primary = self.primary.members(pn);
+        let mirror = self.mirror.members(mn);
+        for (name, value) in primary.counted() {
+            self.path.push(Step::Member(name));
+            if !self.ignored() {
+                let equal = match mirror.find(name).and_then(|at| mirror.value(at)) {
+                    Some(other) => self.values(value, other),
+                    None => self.differ(),
+                };
+                if !equal {
+                    return false;
+                }
+            }
+            self.path.pop();
+        }
+        for (name, _) in mirror.counted() {
+            if primary.find(name).is_none() {
+                self.path.push(Step::Member(name));
+                if !self.ignored() {
+                    return self.differ();
+                }
+                self.path.pop();
+            }
+        }
+        true
+    }
+
+    fn arrays(&mut self, pn: Node, mn: Node) -> bool {
+        let primary = self.primary.items(pn);
+        let mirror = self.mirror.items(mn);
+        for (index, (p, m)) in primary.iter().zip(mirror).enumerate() {
+            self.path.push(Step::Index(index));
+            if !self.ignored() && !self.values(p.value, m.value) {
+                return false;
+            }
+            self.path.pop();
+        }
+        if primary.len() != mirror.len() {
+            // The first element past the shorter one's end, unless every one is ignored.
+            for index in primary.len().min(mirror.len())..primary.len().max(mirror.len()) {
+                self.path.push(Step::Index(index));
+                if !self.ignored() {
+                    return self.differ();
+                }
+                self.path.pop();
+            }
+        }
+        true
+    }
+
+    /// Arrays compared as multisets: equal when their elements pair up equal in some
+    /// order. Elements are matched by a hash of their value under the rules, and each
+    /// pair then compared for real, so a hash collision cannot make two arrays equal.
+    fn multisets(&mut self, pn: Node, mn: Node) -> bool {
+        let primary = self.primary.items(pn);
+        let mirror = self.mirror.items(mn);
+        let mut equal = primary.len() == mirror.len();
+        if equal {
+            let mut p: Vec<(u64, usize)> = Vec::with_capacity(primary.len());
+            let mut m: Vec<(u64, usize)> = Vec::with_capacity(mirror.len());
+            for (index, item) in primary.iter().enumerate() {
+                self.path.push(Step::Index(index));
+                p.push((
+                    hash_value(self.primary, item.value, &mut self.path, self.rules),
+                    index,
+                ));
+                self.path.pop();
+            }
+            for (index, item) in mirror.iter().enumerate() {
+                self.path.push(Step::Index(index));
+                m.push((
+                    hash_value(self.mirror, item.value, &mut self.path, self.rules),
+                    index,
+                ));
+                self.path.pop();
+            }
+            p.sort_unstable();
+            m.sort_unstable();
+            equal = p.iter().zip(&m).all(|(a, b)| a.0 == b.0);
+            if equal {
+                // Confirm each pair (same hash) is equal, in a quiet walk of its own.
+                for ((_, pi), (_, mi)) in p.iter().zip(&m) {
+                    let (Some(pv), Some(mv)) = (primary.get(*pi), mirror.get(*mi)) else {
+                        equal = false;
+                        break;
+                    };
+                    let mut pair = Walk {
+                        primary: self.primary,
+                        mirror: self.mirror,
+                        rules: self.rules,
+                        path: self.path.clone(),
+                        difference: None,
+                    };
+                    pair.path.push(Step::Index(*pi));
+                    if !pair.values(pv.value, mv.value) {
+                        equal = false;
+                        break;
+                    }
+                }
+            }
+        }
+        equal || self.differ()
+    }
+}
+
+/// A hash of a value that two equal values (under the rules) share: members in any
+/// order, numbers by value, the rules' ignored paths left out, `unordered` arrays in any
+/// order.
+fn hash_value<'d>(doc: &'d Doc<'d>, index: u32, path: &mut Vec<Step<'d>>, rules: Rules<'_>) -> u64 {
+    let Some(node) = doc.node(index) else {
+        return 0;
+    };
+    match node.kind {
+        Kind::Null => 1,
+        Kind::True => 2,
+        Kind::False => 3,
+        Kind::String => xxh64(doc.text(node), 4),
+        Kind::Number => hash_number(doc.text(node)),
+        Kind::Array => {
+            let unordered = any_matches(rules.unordered, path);
+            let mut hash: u64 = 6;
+            for (i, item) in doc.items(node).iter().enumerate() {
+                path.push(Step::Index(i));
+                if !any_matches(rules.ignore, path) {
+                    let h = hash_value(doc, item.value, path, rules);
+                    hash = if unordered {
+                        hash.wrapping_add(mix(h, 7))
+                    } else {
+                        mix(hash, h)
+                    };
+                }
+                path.pop();
+            }
+            hash
+        }
+        Kind::Object => {
+            let members = doc.members(node);
+            let mut hash: u64 = 8;
+            for (name, value) in members.counted() {
+                path.push(Step::Member(name));
+                if !any_matches(rules.ignore, path) {
+                    let h = hash_value(doc, value, path, rules);
+                    hash = hash.wrapping_add(mix(xxh64(name, 9), h));
+                }
+                path.pop();
+            }
+            hash
+        }
+    }
+}
+
+/// Two hashes into one (a 64-bit finalizer over their combination).
+fn mix(a: u64, b: u64) -> u64 {
+    let mut x = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(31);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    x ^ (x >> 33)
+}
+
+/// A number's value, exactly: its sign, its significant digits and the power of ten of
+/// the last one; zero has no digits.
+struct Number<'a> {
+    negative: bool,
+    integer: &'a [u8],
+    fraction: &'a [u8],
+    /// Index, in integer ++ fraction, of the first and last digit that is not 0.
+    first: usize,
+    last: usize,
+    /// The power of ten of the last significant digit.
+    exponent: i64,
+}
+
+impl<'a> Number<'a> {
+    /// Reads a literal the parser accepted.
+    fn read(literal: &'a [u8]) -> Option<Number<'a>> {
+        let (negative, rest) = match literal.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, literal),
+        };
+        let mantissa_end = rest
+            .iter()
+            .position(|b| matches!(b, b'e' | b'E'))
+            .unwrap_or(rest.len());
+        let (mantissa, exp) = rest.split_at(mantissa_end);
+        let (integer, fraction) = match mantissa.iter().position(|&b| b == b'.') {
+            Some(dot) => (mantissa.get(..dot)?, mantissa.get(dot + 1..)?),
+            None => (mantissa, &[][..]),
+        };
+        let written: i64 = match exp.get(1..) {
+            None | Some([]) => 0,
+            Some(digits) => {
+                let (sign, digits) = match digits.split_first() {
+                    Some((b'-', d)) => (-1, d),
+                    Some((b'+', d)) => (1, d),
+                    _ => (1, digits),
+                };
+                sign * digits.iter().fold(0i64, |acc, d| {
+                    acc.saturating_mul(10)
+                        .saturating_add(i64::from(d.saturating_sub(b'0')))
+                })
+            }
+        };
+        let digit = |i: usize| {
+            integer
+                .get(i)
+                .or_else(|| fraction.get(i.checked_sub(integer.len())?))
+                .copied()
+        };
+        let len = integer.len() + fraction.len();
+        let first = (0..len).find(|&i| digit(i) != Some(b'0')).unwrap_or(len);
+        let last = (0..len)
+            .rev()
+            .find(|&i| digit(i) != Some(b'0'))
+            .unwrap_or(0);
+        let fraction_len = i64::try_from(fraction.len()).ok()?;
+        let trailing = i64::try_from(len.saturating_sub(1).saturating_sub(last)).ok()?;
+        Some(Number {
+            negative,
+            integer,
+            fraction,
+            first,
+            last,
+            exponent: written
+                .saturating_sub(fraction_len)
+                .saturating_add(trailing),
+        })
+    }
+
+    fn is_zero(&self) -> bool {
+        self.first > self.last || self.first >= self.integer.len() + self.fraction.len()
+    }
+
+    fn significant(&self) -> impl Iterator<Item = u8> + '_ {
+        (self.first..=self.last).filter_map(move |i| {
+            self.integer
+                .get(i)
+                .or_else(|| self.fraction.get(i.checked_sub(self.integer.len())?))
+                .copied()
+        })
+    }
+}
+
+/// Whether two number literals have the same value.
+fn numbers_equal(a: &[u8], b: &[u8]) -> bool {
+    if a == b {
+        return true;
+    }
+    let (Some(a), Some(b)) = (Number::read(a), Number::read(b)) else {
+        return false;
+    };
+    match (a.is_zero(), b.is_zero()) {
+        (true, true) => true,
+        (false, false) => {
+            a.negative == b.negative
+                && a.exponent == b.exponent
+                && a.significant().eq(b.significant())
+        }
+        _ => false,
+    }
+}
+
+fn hash_number(literal: &[u8]) -> u64 {
+    match Number::read(literal) {
+        Some(n) if !n.is_zero() => {
+            let digits: Vec<u8> = n.significant().collect();
+            mix(xxh64(&digits, u64::from(n.negative)), n.exponent as u64)
+        }
+        _ => 5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn rules(ignore: &[&str], unordered: &[&str]) -> (Vec<Pattern>, Vec<Pattern>) {
+        let compile = |list: &[&str]| list.iter().map(|p| Pattern::parse(p).unwrap()).collect();
+        (compile(ignore), compile(unordered))
+    }
+
+    fn diff_with(a: &str, b: &str, ignore: &[&str], unordered: &[&str]) -> Option<String> {
+        let (ignore, unordered) = rules(ignore, unordered);
+        let (a, b) = (parse(a.as_bytes()).unwrap(), parse(b.as_bytes()).unwrap());
+        first_difference(
+            &a,
+            &b,
+            Rules {
+                ignore: &ignore,
+                unordered: &unordered,
+            },
+        )
+        .map(|d| d.path)
+    }
+
+    fn diff(a: &str, b: &str) -> Option<String> {
+        diff_with(a, b, &[], &[])
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn json_is_parsed_strictly() {
+        for good in [
+            "0",
+            "-0.5e+3",
+            r#""a\"b\u00e9\ud83d\ude00""#,
+            " [1, [], {}, {\"a\": [true, false, null]}] ",
+            "{\"\": 1}",
+        ] {
+            assert!(parse(good.as_bytes()).is_some(), "{good}");
+        }
+        for bad in [
+            "",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "[1,]",
+            "{\"a\":1,}",
+            "{a:1}",
+            "[1 2]",
+            "tru",
+            "\"\\x\"",
+            "\"a\nb\"",
+            "[",
+            "{}}",
+            "1 2",
+            "\"\\u12\"",
+            "nul",
+        ] {
+            assert!(parse(bad.as_bytes()).is_none(), "{bad:?}");
+        }
+        assert!(parse(b"\"\xff\"").is_none(), "not UTF-8");
+        let deep = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(parse(deep.as_bytes()).is_some());
+        let deeper = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert!(parse(deeper.as_bytes()).is_none());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn members_are_matched_by_name_and_the_last_duplicate_wins() {
+        assert_eq!(diff(r#"{"a":1,"b":2}"#, r#"{"b":2,"a":1}"#), None);
+        assert_eq!(diff(r#"{"a":1,"a":2}"#, r#"{"a":2}"#), None);
+        assert_eq!(diff(r#"{"a":1,"b":2}"#, r#"{"a":1}"#), Some("/b".into()));
+        assert_eq!(diff(r#"{"a":1}"#, r#"{"a":1,"c":3}"#), Some("/c".into()));
+        // The first in the primary's order, the mirror's extra members after it.
+        assert_eq!(
+            diff(
+                r#"{"z":1,"a":{"x":1},"m":2}"#,
+                r#"{"n":0,"a":{"x":2},"m":3,"z":1}"#
+            ),
+            Some("/a/x".into())
+        );
+        assert_eq!(
+            diff(r#"{"z":1,"m":2}"#, r#"{"n":0,"m":2,"z":1}"#),
+            Some("/n".into())
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn large_objects_are_matched_as_small_ones_are() {
+        let members = |skew: usize| {
+            let fields: Vec<String> = (0..40)
+                .map(|i| format!("\"k{}\":{}", (i + skew) % 40, (i + skew) % 40))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        };
+        assert_eq!(diff(&members(0), &members(17)), None);
+        let changed = members(3).replace("\"k9\":9", "\"k9\":10");
+        assert_eq!(diff(&members(0), &changed), Some("/k9".into()));
+        let dup = members(0).replacen('{', "{\"k5\":99,", 1);
+        assert_eq!(diff(&dup, &members(0)), None, "the last k5 wins");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn numbers_are_equal_by_value_exactly() {
+        for (a, b) in [
+            ("1", "1.0"),
+            ("1", "1e0"),
+            ("10", "1e1"),
+            ("1", "10e-1"),
+            ("0", "-0.0e7"),
+            ("123.4500", "1.2345E2"),
+            ("-2.5", "-25e-1"),
+            ("100000000000000000000001", "100000000000000000000001.0"),
+        ] {
+            assert_eq!(diff(a, b), None, "{a} = {b}");
+        }
+        for (a, b) in [
+            ("1", "-1"),
+            ("1", "1.0000000000000001"),
+            ("100000000000000000000001", "100000000000000000000000"),
+            ("1e400", "1e401"),
+            ("0.1", "1"),
+            ("1", "\"1\""),
+        ] {
+            assert_eq!(diff(a, b), Some(String::new()), "{a} != {b}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn strings_are_compared_after_unescaping() {
+        assert_eq!(diff(r#""é/\"""#, r#""\u00e9\/\"""#), None);
+        assert_eq!(diff(r#"{"a\u0062":1}"#, r#"{"ab":1}"#), None);
+        assert_eq!(diff(r#""😀""#, r#""\ud83d\ude00""#), None);
+        assert_eq!(diff(r#"["a"]"#, r#"["b"]"#), Some("/*".into()));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn arrays_are_ordered_unless_unordered() {
+        assert_eq!(diff("[1,2,3]", "[1,3,2]"), Some("/*".into()));
+        assert_eq!(diff("[1,2]", "[1,2,3]"), Some("/*".into()));
+        assert_eq!(
+            diff_with(r#"{"t":[1,2,3]}"#, r#"{"t":[3,1,2]}"#, &[], &["/t"]),
+            None
+        );
+        assert_eq!(
+            diff_with(r#"{"t":[1,2,2]}"#, r#"{"t":[1,1,2]}"#, &[], &["/t"]),
+            Some("/t".into())
+        );
+        assert_eq!(
+            diff_with(
+                r#"{"t":[{"a":1,"b":[1,2]},{"a":2}]}"#,
+                r#"{"t":[{"a":2},{"b":[1,2],"a":1.0}]}"#,
+                &[],
+                &["/t"]
+            ),
+            None
+        );
+        // Inner arrays keep their order unless named too.
+        assert_eq!(
+            diff_with(
+                r#"{"t":[{"b":[1,2]}]}"#,
+                r#"{"t":[{"b":[2,1]}]}"#,
+                &[],
+                &["/t"]
+            ),
+            Some("/t".into())
+        );
+        assert_eq!(
+            diff_with(
+                r#"{"t":[{"b":[1,2]}]}"#,
+                r#"{"t":[{"b":[2,1]}]}"#,
+                &[],
+                &["/t", "/t/*/b"]
+            ),
+            None
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn ignored_paths_are_left_out_on_both_sides() {
+        let a = r#"{"id":"x1","updated_at":"2026-12-06","items":[{"etag":"1","price":5},{"etag":"2","price":6}]}"#;
+        let b =
+            r#"{"id":"x1","updated_at":"2026-12-07","items":[{"etag":"9","price":5},{"price":6}]}"#;
+        assert_eq!(diff(a, b), Some("/updated_at".into()));
+        assert_eq!(
+            diff_with(a, b, &["/updated_at"], &[]),
+            Some("/items/*/etag".into())
+        );
+        assert_eq!(
+            diff_with(a, b, &["/updated_at", "/items/*/etag"], &[]),
+            None
+        );
+        assert_eq!(diff_with(a, "[1]", &[""], &[]), None, "the whole document");
+        // An ignored member inside an unordered array does not count either.
+        assert_eq!(
+            diff_with(
+                r#"{"t":[{"id":1,"at":5},{"id":2,"at":6}]}"#,
+                r#"{"t":[{"id":2,"at":7},{"id":1,"at":8}]}"#,
+                &["/t/*/at"],
+                &["/t"]
+            ),
+            None
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_difference_of_kind_is_at_the_value_itself() {
+        assert_eq!(diff(r#"{"a":{"b":1}}"#, r#"{"a":[1]}"#), Some("/a".into()));
+        assert_eq!(diff("null", "false"), Some(String::new()));
+        assert_eq!(
+            diff(r#"{"a/b":{"~":1}}"#, r#"{"a/b":{"~":2}}"#),
+            Some("/a~1b/~0".into())
+        );
+    }
+}
