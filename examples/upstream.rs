@@ -2,7 +2,7 @@
 //! demo and for trying the filter by hand:
 //!
 //! ```text
-//! cargo run --release --example upstream -- --port 8081 --name primary [--delay-ms 200] [--status 200] [--never-answer] [--quiet]
+//! cargo run --release --example upstream -- --port 8081 --name primary [--delay-ms 200] [--status 200] [--never-answer] [--quiet] [--catalog] [--catalog-bug]
 //! ```
 //!
 //! Listens on 127.0.0.1:PORT, answers every request with STATUS (after DELAY-MS), and
@@ -11,6 +11,13 @@
 //! transfer-encoding) and the body length. Nothing else goes to stdout. `--quiet` prints
 //! and keeps nothing (for benchmarks); `--never-answer` holds every request without
 //! answering (a stalled mirror).
+//!
+//! `--catalog` answers a small JSON catalog API (the `compare` demo, `scripts/demo.sh
+//! compare`): `/api/items/<id>` with one item and `/api/items?page=P&per_page=N` with a
+//! page of them, every field computed from the id but `updated_at`, the time of the
+//! answer (different on every answer); other paths as without it. `--catalog-bug` is
+//! the same catalog with a seeded bug, as a candidate under test: the price of every
+//! 7th item (ids that are multiples of 7) is one cent too high.
 
 #[path = "../tests/support/upstream.rs"]
 mod upstream;
@@ -18,7 +25,7 @@ mod upstream;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: upstream --port PORT --name NAME [--delay-ms N] [--status CODE] [--never-answer] [--quiet]";
+const USAGE: &str = "usage: upstream --port PORT --name NAME [--delay-ms N] [--status CODE] [--never-answer] [--quiet] [--catalog] [--catalog-bug]";
 
 /// Longer than any run that uses `--never-answer`.
 const NEVER: Duration = Duration::from_secs(24 * 3600);
@@ -51,6 +58,13 @@ fn parse(args: &[String]) -> Result<upstream::Options, String> {
             }
             "--never-answer" => options.behaviour.delay = NEVER,
             "--quiet" => quiet = true,
+            "--catalog" => {
+                options
+                    .behaviour
+                    .catalog
+                    .get_or_insert_with(upstream::Catalog::default);
+            }
+            "--catalog-bug" => options.behaviour.catalog = Some(upstream::Catalog { bug: true }),
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}")),
         }

@@ -3,7 +3,9 @@
 # starts envoy/docker-compose.yaml (a front proxy) or envoy/docker-compose.sidecar.yaml
 # (Envoy as an application's sidecar) on your Docker engine with the official images,
 # sends requests with x-user-ids, shows what the primary and the mirror received and the
-# plugin's Prometheus series, and takes the testbed down again.
+# plugin's Prometheus series (the front proxy's mirror answers are compared with the
+# primary's: its verdicts, and the mismatches Envoy logged), and takes the testbed down
+# again.
 #
 #   TRAFFIC_MIRROR_ENVOY_IMAGE, TRAFFIC_MIRROR_PYTHON_IMAGE   other images
 #   TRAFFIC_MIRROR_PORT (10000), TRAFFIC_MIRROR_ADMIN_PORT (9901)   loopback ports
@@ -103,3 +105,13 @@ received "$MIRROR" | head -n 1 | sed 's/^/    /'
 say
 say "==> the plugin's series (admin /stats/prometheus)"
 curl -fsS "http://127.0.0.1:$ADMIN/stats/prometheus" | grep '^traffic_mirror_' | grep -v '_bucket{' | sed 's/^/    /'
+if [ "$SHAPE" = front ]; then
+  say
+  say "==> the mismatches Envoy logged (compare; at most 6 a minute, never a value)"
+  "${compose[@]}" logs --no-color --no-log-prefix envoy | sed 's/\x1b\[2K//g' \
+    | grep -o 'traffic-mirror: target [^:]*: compare .*' | sed 's/^/    /' || say "    (none)"
+  say "    (the mirror is a candidate with a seeded bug, every 7th item's price one cent too high:"
+  say "     traffic_mirror_compare_body and traffic_mirror_compare_path{json_path=\"/price\"} count the copies"
+  say "     of those items, the rest are traffic_mirror_compare_match; updated_at, different on every"
+  say "     answer, is ignored)"
+fi

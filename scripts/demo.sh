@@ -8,6 +8,9 @@
 #                            # primary :8081, staging mirror :8082
 #   scripts/demo.sh lanes    # sticky lanes: envoy/lanes.yaml; Envoy :10000, admin :9901,
 #                            # stable :8081, canary :8082, beta :8083
+#   scripts/demo.sh compare  # a copy's verdict: envoy/compare.yaml; Envoy :10000, admin
+#                            # :9901, primary :8081, candidate :8082 (a JSON catalog, the
+#                            # candidate with a seeded bug: every 7th item's price is wrong)
 #   scripts/demo.sh compose [sidecar]
 #                            # the docker-compose testbed (envoy/docker-compose.yaml, or
 #                            # docker-compose.sidecar.yaml) on your Docker engine, with the
@@ -23,8 +26,9 @@ MODE="${1:-mirror}"
 case "$MODE" in
   mirror) PORTS="10000 9901 8081 8082" ;;
   lanes) PORTS="10000 9901 8081 8082 8083" ;;
+  compare) PORTS="10000 9901 8081 8082" ;;
   compose) exec bash scripts/demo-compose.sh "${@:2}" ;;
-  *) echo "usage: scripts/demo.sh [lanes | compose [sidecar]]" >&2; exit 2 ;;
+  *) echo "usage: scripts/demo.sh [lanes | compare | compose [sidecar]]" >&2; exit 2 ;;
 esac
 
 bash scripts/setup.sh demo
@@ -51,8 +55,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-upstream() { # name port
-  target/debug/examples/upstream --port "$2" --name "$1" >>"$work/$1.log" 2>&1 &
+upstream() { # name port [option...]
+  target/debug/examples/upstream --port "$2" --name "$1" "${@:3}" >>"$work/$1.log" 2>&1 &
   pids+=($!)
 }
 
@@ -66,8 +70,8 @@ wait_for() { # url, what
   exit 1
 }
 
-start_envoy() { # config
-  "$ENVOY_BIN" -c "$1" --concurrency 2 -l warning --use-dynamic-base-id >"$work/envoy.log" 2>&1 &
+start_envoy() { # config [envoy option...]
+  "$ENVOY_BIN" -c "$1" --concurrency 2 -l warning "${@:2}" --use-dynamic-base-id >"$work/envoy.log" 2>&1 &
   pids+=($!)
   wait_for http://127.0.0.1:9901/ready "Envoy"
 }
@@ -185,6 +189,105 @@ demo_lanes() {
   echo "==> the plugin's stats (admin /stats)"
   curl -fsS "http://127.0.0.1:9901/stats?filter=^wasmcustom" | sed 's/^/    /'
   next_steps envoy/lanes.yaml "--path /shop/1/6 -H 'x-user-id: user-6'"
+}
+
+demo_compare() {
+  local items="${ITEMS:-32}" pages="${PAGES:-8}" per_page=5 target=candidate
+  local saved=target/demo-compare
+  upstream primary 8081 --catalog
+  upstream candidate 8082 --catalog-bug
+  wait_for http://127.0.0.1:8081/ "primary upstream"
+  wait_for http://127.0.0.1:8082/ "candidate upstream"
+  echo "==> Envoy with envoy/compare.yaml: listener 127.0.0.1:10000, primary :8081, candidate :8082"
+  echo "    Both answer a small JSON catalog (examples/upstream.rs --catalog), each answer stamped"
+  echo "    with its own updated_at; the candidate has a seeded bug (--catalog-bug): every 7th"
+  echo "    item's price is one cent too high. Every /api/ request is copied to the candidate and"
+  echo "    its answer compared with the primary's, ignoring /updated_at."
+  # The filter logs each mismatch at info: Envoy's wasm logger at info, the rest at warning.
+  start_envoy envoy/compare.yaml --component-log-level wasm:info
+  : >"$work/primary.log"; : >"$work/candidate.log"
+
+  local sent=$((items + pages)) n=0 buggy_items=0 buggy_pages=0
+  echo "==> sending $sent requests (x-user-id: user-1..user-$sent): GET /api/items/1..$items, one"
+  echo "    item each, and GET /api/items?page=1..$pages&per_page=$per_page, items 1..$((pages * per_page)) by pages"
+  for i in $(seq 1 "$items"); do
+    n=$((n + 1))
+    curl -fsS -o /dev/null -H "x-user-id: user-$n" "http://127.0.0.1:10000/api/items/$i"
+    if (( i % 7 == 0 )); then buggy_items=$((buggy_items + 1)); fi
+  done
+  for page in $(seq 1 "$pages"); do
+    n=$((n + 1))
+    curl -fsS -o /dev/null -H "x-user-id: user-$n" "http://127.0.0.1:10000/api/items?page=$page&per_page=$per_page"
+    # A page holding a multiple of 7.
+    if (( (page * per_page) / 7 > ((page - 1) * per_page) / 7 )); then buggy_pages=$((buggy_pages + 1)); fi
+  done
+  local buggy=$((buggy_items + buggy_pages))
+
+  # Copies are fire and forget, compared once both answers are in: wait until every copy
+  # dispatched has its verdict (the compare.<result> counters add up to dispatched).
+  verdicts() {
+    curl -fsSg "http://127.0.0.1:9901/stats?filter=^wasmcustom\.traffic_mirror\.$target\.compare\.[a-z_]+$" \
+      | awk -F': ' '{ s += $2 } END { print s + 0 }'
+  }
+  verdict() { stat "wasmcustom.traffic_mirror.$target.compare.$1"; }
+  local dispatched
+  for _ in $(seq 1 100); do
+    dispatched=$(stat "wasmcustom.traffic_mirror.$target.dispatched")
+    [ "$(stat "wasmcustom.traffic_mirror.$target.in_flight")" = "0" ] && [ "$(verdicts)" = "$dispatched" ] && break
+    sleep 0.05
+  done
+
+  local primary mirrored match body all
+  primary=$(grep -c . "$work/primary.log" || true)
+  mirrored=$(grep -c . "$work/candidate.log" || true)
+  match=$(verdict match) body=$(verdict body) all=$(verdicts)
+  echo
+  echo "==> report"
+  echo "    requests sent:          $sent"
+  echo "    reached the primary:    $primary"
+  echo "    reached the candidate:  $mirrored (target $target: 100 % of /api/, by x-user-id)"
+  echo "    verdicts:               match $match, body $body, other $((all - match - body)) (of $dispatched copies dispatched)"
+  echo "    the seeded bug:         $buggy requests touch an item whose id is a multiple of 7 ($buggy_items items, $buggy_pages pages)"
+  echo
+  echo "==> the compare counters (admin /stats?filter=compare)"
+  curl -fsS "http://127.0.0.1:9901/stats?filter=compare" | sed 's/^/    /'
+  echo
+  echo "==> body differences by JSON path (admin /stats/prometheus)"
+  curl -fsS "http://127.0.0.1:9901/stats/prometheus" | grep '^traffic_mirror_compare_path{' | sed 's/^/    /' \
+    || echo "    (none)"
+  echo
+  echo "==> the mismatches Envoy logged (info; at most log_per_minute a minute; never a value)"
+  grep -o 'traffic-mirror: target [^:]*: compare .*' "$work/envoy.log" | sed 's/^/    /' || echo "    (none)"
+
+  # One item the candidate gets wrong, from each side, saved as curl -si saves an answer.
+  mkdir -p "$saved"
+  curl -fsS -i "http://127.0.0.1:8081/api/items/14" >"$saved/primary-item-14.txt"
+  curl -fsS -i "http://127.0.0.1:8082/api/items/14" >"$saved/candidate-item-14.txt"
+  echo
+  echo "==> item 14 from each side, asked directly (saved in $saved/)"
+  echo "    primary:   $(tail -n 1 "$saved/primary-item-14.txt")"
+  echo "    candidate: $(tail -n 1 "$saved/candidate-item-14.txt")"
+  echo
+  local ok=1
+  if [ "$match" -eq $((dispatched - buggy)) ] && [ "$body" -eq "$buggy" ] && [ "$dispatched" -eq "$sent" ]; then
+    echo "==> verdict: the candidate answers like the primary but for the price of every 7th item."
+    echo "    The filter found the bug at /price (one item) and /items/*/price (a page) on exactly the"
+    echo "    $buggy requests that touch one, and counted every other copy a match: updated_at, which"
+    echo "    differs on every answer, is left out by \"ignore\": [\"/updated_at\"]."
+  else
+    ok=0
+    echo "==> UNEXPECTED: the verdicts do not match the seeded bug: expected body $buggy and match"
+    echo "    $((sent - buggy)) of $sent copies, got body $body and match $match of $dispatched (other $((all - match - body)))."
+    echo "    Envoy's log, the plugin's lines:"
+    grep 'wasm log' "$work/envoy.log" | sed 's/.*wasm log [^ ]* [^ ]* //; s/^/    /' | tail -n 20 || true
+  fi
+  echo
+  echo "==> next: the same comparison offline, with the filter's own code, showing both values"
+  echo "    (the filter never logs one)"
+  echo "    cargo run --release -p traffic-mirror-cli -- compare envoy/compare.yaml \\"
+  echo "        $saved/primary-item-14.txt $saved/candidate-item-14.txt"
+  next_steps envoy/compare.yaml "--path /api/items/14 -H 'x-user-id: user-14'"
+  [ "$ok" = 1 ]
 }
 
 "demo_$MODE"

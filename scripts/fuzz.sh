@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the configuration parser and the request path (decision, capture, copy
-# builder, outbox) with cargo-fuzz (libFuzzer, nightly). Bounded: SECONDS per target.
+# Fuzzes the configuration parser, the request path (decision, capture, copy builder,
+# outbox) and the comparison of answers (JSON, decoding) with cargo-fuzz (libFuzzer,
+# nightly). Bounded: SECONDS per target.
 #   scripts/fuzz.sh          # 15 s per target (what scripts/test.sh runs)
 #   scripts/fuzz.sh 1800     # a long run: 30 min per target
 # New interesting inputs accumulate in fuzz/corpus/ (not committed); a crash leaves its
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 seconds="${1:-15}"
 cd fuzz
-for target in config request; do
+for target in config request compare; do
   mkdir -p "corpus/$target"
   echo "fuzz: $target for ${seconds}s"
   log="$(mktemp)"

@@ -147,6 +147,9 @@ fn print_text(plan: &Plan, method: &str, path: &str, authority: &str, explanatio
                 );
             }
         }
+        if let Some(compared) = &verdict.compared {
+            println!("  {compared}");
+        }
     }
     if plan.targets.is_empty() {
         println!("no targets: nothing is mirrored");

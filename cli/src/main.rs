@@ -5,6 +5,7 @@
 //! traffic-mirror check PATH...
 //! traffic-mirror explain FILE [--method M] [--path P] [--authority A] [-H 'name: value']... [--json]
 //! traffic-mirror sample FILE [--target NAME | --lanes]
+//! traffic-mirror compare FILE [--target NAME] PRIMARY MIRROR [--json]
 //! traffic-mirror completions SHELL
 //! ```
 //!
@@ -14,6 +15,7 @@
 //! from the core (`traffic-mirror-core`), the code the module runs.
 
 mod check;
+mod compare;
 mod explain;
 mod input;
 mod mistakes;
@@ -74,6 +76,26 @@ mod cli {
             #[arg(long)]
             lanes: bool,
         },
+        /// Compare two saved answers as a target's `compare` would: the primary's and the
+        /// mirror's, each as `curl -si` saves it
+        ///
+        /// Prints `match`, or the result with the differing path or header and both
+        /// values. Exit status 0 for match, 1 for any other result, 2 when a file cannot
+        /// be read or the target does not compare.
+        Compare {
+            /// The configuration (one)
+            file: String,
+            /// The comparing target (default: the first that compares)
+            #[arg(long, value_name = "NAME")]
+            target: Option<String>,
+            /// The primary's answer (`curl -si URL > primary.txt`)
+            primary: String,
+            /// The mirror's answer
+            mirror: String,
+            /// One JSON object instead of text: {"result", "path", "header"}
+            #[arg(long)]
+            json: bool,
+        },
         /// Print a completion script for SHELL to standard output
         ///
         /// e.g. `traffic-mirror completions bash > ~/.local/share/bash-completion/completions/traffic-mirror`
@@ -127,6 +149,13 @@ fn main() -> std::process::ExitCode {
             target,
             lanes,
         } => sample::run(&file, target.as_deref(), lanes),
+        Command::Compare {
+            file,
+            target,
+            primary,
+            mirror,
+            json,
+        } => compare::run(&file, target.as_deref(), &primary, &mirror, json),
         Command::Completions { shell } => {
             cli::completions(shell);
             0

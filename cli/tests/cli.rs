@@ -35,6 +35,7 @@ fn shipped() -> Vec<String> {
         "envoy/sidecar.yaml".to_string(),
         "envoy/lanes.yaml".to_string(),
         "envoy/grpc.yaml".to_string(),
+        "envoy/compare.yaml".to_string(),
         "envoy/compose/envoy.yaml".to_string(),
         "envoy/compose/sidecar-envoy.yaml".to_string(),
     ];

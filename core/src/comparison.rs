@@ -223,6 +223,10 @@ impl PrimaryWatch {
     /// A body chunk of `size` bytes passed; `chunk` is its bytes when they were wanted
     /// and could be read.
     pub fn body(&mut self, size: usize, chunk: Option<Vec<u8>>, in_flight: &mut Budget) {
+        // Envoy often ends a body with an empty chunk (end_of_stream alone): nothing to add.
+        if size == 0 {
+            return;
+        }
         let limit = self.limit;
         if let PrimaryState::Receiving {
             response,

@@ -5,6 +5,7 @@
 //! held in memory, and builds the copy with the filter's own builder, so its answers are
 //! the module's.
 
+use crate::compare::{BodyMode, Compare};
 use crate::config::{Plan, Target};
 use crate::copy::copy_headers;
 use crate::decision::{decide, Gate, Mode, Sampling, TargetDecision};
@@ -61,6 +62,9 @@ pub struct Verdict {
     pub threshold: u32,
     /// The copy's headers, for a target that mirrors (or may mirror) the request.
     pub copy: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// How the copy's answer is compared with the primary's, for a comparing target that
+    /// mirrors (or may mirror) the request.
+    pub compared: Option<String>,
 }
 
 /// The whole answer.
@@ -139,6 +143,12 @@ pub fn explain(plan: &Plan, request: &mut HeaderList) -> Explanation {
                     .map(|(n, v)| (n.to_vec(), v.to_vec()))
                     .collect()
             });
+            let head = request.method() == b"HEAD";
+            let compared = target
+                .compare
+                .as_ref()
+                .filter(|_| mirrored != Some(false))
+                .map(|compare| how_compared(compare, head));
             Verdict {
                 name: target.name.clone(),
                 mirrored,
@@ -147,6 +157,7 @@ pub fn explain(plan: &Plan, request: &mut HeaderList) -> Explanation {
                 bucket,
                 threshold: target.threshold,
                 copy,
+                compared,
             }
         })
         .collect();
@@ -217,6 +228,44 @@ fn verdict(
         return (Some(false), Reason::BodyTooLarge, detail, bucket);
     }
     (mirrored, reason, detail, bucket)
+}
+
+/// How a copy's answer is compared with the primary's, in words.
+pub fn how_compared(compare: &Compare, head: bool) -> String {
+    let mut parts = vec!["status".to_string(), "grpc-status".to_string()];
+    if !compare.headers.is_empty() {
+        parts.push(format!("headers {}", compare.headers.join(", ")));
+    }
+    let body = match (head, compare.body) {
+        (true, _) => "no body (a HEAD request has none)".to_string(),
+        (false, BodyMode::None) => "no body (body: none)".to_string(),
+        (false, mode) => {
+            let how = match mode {
+                BodyMode::Json => "the body as JSON",
+                BodyMode::Bytes => "the body as bytes",
+                _ => "the body (as JSON when both sides' content-type is JSON, else as bytes)",
+            };
+            let mut body = format!(
+                "{how}, up to {} bytes decoded (gzip, deflate)",
+                compare.max_body_bytes
+            );
+            let pointers = |list: &[crate::compare::pointer::Pattern]| {
+                list.iter()
+                    .map(crate::compare::pointer::write_pattern)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if !compare.ignore.is_empty() {
+                body.push_str(&format!(", ignoring {}", pointers(&compare.ignore)));
+            }
+            if !compare.unordered.is_empty() {
+                body.push_str(&format!(", in any order: {}", pointers(&compare.unordered)));
+            }
+            body
+        }
+    };
+    parts.push(body);
+    format!("compared with the primary's answer: {}", parts.join("; "))
 }
 
 fn key_name(key: &SampleKey) -> String {

@@ -76,7 +76,8 @@ ISTIO_FAILURE_POLICY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN", "
 # How many workers each shipped Envoy config is run with, which its mirror clusters'
 # circuit breakers must be sized for (the compose one is checked against its command).
 WORKERS = {"envoy/envoy.yaml": 2, "envoy/sidecar.yaml": 2, "envoy/compose/envoy.yaml": 2,
-           "envoy/compose/sidecar-envoy.yaml": 2, "envoy/lanes.yaml": 2, "envoy/grpc.yaml": 2}
+           "envoy/compose/sidecar-envoy.yaml": 2, "envoy/lanes.yaml": 2, "envoy/grpc.yaml": 2,
+           "envoy/compare.yaml": 2}
 # Envoy's default circuit breaker thresholds.
 ENVOY_DEFAULT_THRESHOLD = 1024
 DEFAULT_MAX_IN_FLIGHT = 1000
@@ -181,7 +182,7 @@ def check_envoy_configs():
     paths = shipped_envoy_configs()
     names = [os.path.relpath(p, L.REPO) for p in paths]
     for must in ("envoy/envoy.yaml", "envoy/sidecar.yaml", "envoy/compose/envoy.yaml", "envoy/lanes.yaml",
-                 "envoy/grpc.yaml"):
+                 "envoy/grpc.yaml", "envoy/compare.yaml"):
         if must not in names:
             fail(f"{must} is missing (found {names})")
     # The compose testbeds' configs name the module by its path in the container.
@@ -835,7 +836,9 @@ def proxy_runtime_errors(files, plugins):
     validator = proxy_config_validator()
     # The plugins that copy requests (lanes alone make no calls).
     with_mirror = [p for p in plugins if p["spec"].get("pluginConfig", {}).get("targets")]
-    sidecar = next(p for p in with_mirror if "selector" in p["spec"])
+    # Each sidecar WasmPlugin selects its own Deployment; the patch, written for one of
+    # them, applies to each (docs/istio.md).
+    sidecars = [p for p in with_mirror if "selector" in p["spec"]]
     gateway = next(p for p in with_mirror if "targetRefs" in p["spec"])
     want = plugin_answer_bytes(with_mirror)
 
@@ -845,8 +848,9 @@ def proxy_runtime_errors(files, plugins):
     if set(deployment) != {"spec"} or set(deployment["spec"]) != {"template"}:
         errors.append("deployment-patch.yaml: must patch spec.template only")
     ns, kind, name = files["commands"]["deployment-patch.yaml"] or (None, None, None)
-    if (ns, kind) != (sidecar["metadata"]["namespace"], "deployment") or name != sidecar["spec"]["selector"]["matchLabels"].get("app"):
-        errors.append(f"deployment-patch.yaml: its kubectl command patches {kind} {ns}/{name}, not the Deployment the sidecar WasmPlugin selects")
+    selected = {(p["metadata"]["namespace"], p["spec"]["selector"]["matchLabels"].get("app")) for p in sidecars}
+    if kind != "deployment" or (ns, name) not in selected:
+        errors.append(f"deployment-patch.yaml: its kubectl command patches {kind} {ns}/{name}, not a Deployment a sidecar WasmPlugin selects")
 
     group, schema = crd_version_schema(GATEWAY_CRD_PATH, "Gateway", "v1")
     gateway_validator = jsonschema.Draft7Validator(full_object_schema(group, schema, "Gateway", "v1"))

@@ -18,6 +18,12 @@ copies to staging):
   the keyless ones as `on_missing_key` says (drawn at random, or never);
 - /stats/prometheus counts the same: requests, sampled, dispatched, responses_2xx,
   skipped_missing_key, in_flight back at 0, the latency histogram one per copy;
+- a target with `compare` (the front proxy's: its upstreams answer a JSON catalog, the
+  mirror with a seeded bug, every 7th item's price one cent too high, and `updated_at`
+  different on every answer, which the config ignores): each copy ends in one verdict,
+  match + body = dispatched, body is exactly the copies of the items the mirror gets
+  wrong (more than none), traffic_mirror_compare_path{target=...,json_path="/price"}
+  counts them and no other path, and Envoy logged each (up to log_per_minute) at /price;
 - `docker compose down -v` in every case, and no container of the project is left.
 
 The containers' logs are printed when a check fails. Without a Docker engine it says so
@@ -48,6 +54,12 @@ LOCAL_COMPOSE = os.path.join(L.REPO, ".tools", "docker-compose")
 USERS = 120
 KEYLESS = 40
 HOST = "shop.example.com"
+# The catalog mirror's seeded bug (envoy/compose/upstream.py --catalog-bug): the items whose
+# id is a multiple of this answer a wrong price, at JSON path /price.
+BUGGY_EVERY = 7
+BUGGY_PATH = "/price"
+# compare.log_per_minute when the config leaves it out (core/src/config/parse_compare.rs).
+DEFAULT_LOG_PER_MINUTE = 6
 
 
 class Testbed:
@@ -139,6 +151,50 @@ def records(compose, service, env):
     return [r for r in lines if "listening" not in r]
 
 
+def compare_result_names():
+    """Every compare result, from the filter's own list (core/src/compare/mod.rs)."""
+    with open(os.path.join(L.REPO, "core", "src", "compare", "mod.rs")) as f:
+        names = re.findall(r'CompareResult::\w+ => "(\w+)"', f.read())
+    if "match" not in names or "body" not in names or len(names) < 10:
+        fail(f"read only {names} from core/src/compare/mod.rs")
+    return names
+
+
+def item_id(path):
+    """The item id of /api/items/<id>?..., or None."""
+    last = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return int(last) if last.isdigit() else None
+
+
+def compare_errors(bed, target, series, mirrored, envoy_lines):
+    """What is wrong with a comparing target's verdicts, as a list of messages."""
+    label = f'{{target="{bed.target}"}}'
+    got = {r: series.get(f"traffic_mirror_compare_{r}{label}") for r in compare_result_names()}
+    dispatched = series.get(f"traffic_mirror_dispatched{label}")
+    buggy = [c for c in mirrored if (item_id(c["path"]) or 1) % BUGGY_EVERY == 0]
+    errors = [f"no series traffic_mirror_compare_{r}{label}" for r, v in got.items() if v is None]
+    match, body = got.get("match") or 0, got.get("body") or 0
+    others = {r: v for r, v in got.items() if v and r not in ("match", "body")}
+    if match + body != dispatched or others:
+        errors.append(f"compare: match {match} + body {body} is not the {dispatched} copies dispatched (others {others})")
+    if body != len(buggy) or not body:
+        errors.append(f"compare: body {body}, but {len(buggy)} copies were of items the mirror gets wrong "
+                      f"({sorted(item_id(c['path']) for c in buggy)})")
+    paths = {k: v for k, v in series.items() if k.startswith("traffic_mirror_compare_path{")}
+    want = {f'traffic_mirror_compare_path{{target="{bed.target}",json_path="{BUGGY_PATH}"}}': len(buggy)}
+    if paths != want:
+        errors.append(f"compare path series {paths}, expected {want}")
+    per_minute = target["compare"].get("log_per_minute", DEFAULT_LOG_PER_MINUTE)
+    logged = [line for line in envoy_lines if f"traffic-mirror: target {bed.target}: compare " in line]
+    at_path = [line for line in logged if re.search(
+        rf"compare body at {re.escape(BUGGY_PATH)}: primary 200 .*, mirror 200 .*; (GET|POST) /api/items/(\d+) ", line)
+        and int(re.search(r"/api/items/(\d+) ", line).group(1)) % BUGGY_EVERY == 0]
+    if len(logged) != min(len(buggy), per_minute) or len(at_path) != len(logged):
+        errors.append(f"Envoy logged {len(logged)} mismatches ({len(at_path)} at {BUGGY_PATH} of a wrong item), "
+                      f"expected {min(len(buggy), per_minute)}: {logged[:2]}")
+    return errors
+
+
 def check_testbed(bed, compose_base, env):
     project = f"tm-test-{os.getpid()}-{bed.primary}"
     compose = compose_base + ["-p", project, "-f", bed.file]
@@ -185,13 +241,24 @@ def check_testbed(bed, compose_base, env):
         if not 0 < len(expected) < len(keyed):
             fail(f"the command picks {len(expected)} of {len(keyed)} users: the check would show nothing")
 
+        comparing = "compare" in target
+
         def stats():
             series, _ = parse_prometheus(L.http("GET", f"http://127.0.0.1:{admin}/stats/prometheus")[1].decode())
-            return lambda name: series.get(f'traffic_mirror_{name}{{target="{bed.target}"}}')
-        # Every copy answered and counted, and the histogram merged (every 5 s).
+            get = lambda name: series.get(f'traffic_mirror_{name}{{target="{bed.target}"}}')  # noqa: E731
+            get.series = series
+            return get
+
+        def verdicts(s):
+            return sum(v for k, v in s.series.items()
+                       if re.match(rf'traffic_mirror_compare_[a-z_]+{{target="{bed.target}"}}$', k)
+                       and not k.startswith("traffic_mirror_compare_path"))
+        # Every copy answered and counted (and, comparing, judged), and the histogram
+        # merged (every 5 s).
         poll("every copy to end and the latency histogram to count it",
              lambda: (s := stats())("in_flight") == 0 and s("dispatched") is not None
-             and s("responses_2xx") == s("dispatched") and s("latency_ms_count") == s("dispatched"),
+             and s("responses_2xx") == s("dispatched") and s("latency_ms_count") == s("dispatched")
+             and (not comparing or verdicts(s) == s("dispatched")),
              timeout=30, interval=0.2)
         s = stats()
         # The mirror logs a copy before it answers, so all are in its log by now.
@@ -257,13 +324,20 @@ def check_testbed(bed, compose_base, env):
         got_stats = {name: s(name) for name in want_stats}
         if got_stats != want_stats:
             fail(f"/stats/prometheus: {got_stats}, expected {want_stats}")
+        compared = ""
+        if comparing:
+            errors = compare_errors(bed, target, s.series, mirrored, logs(compose, "envoy", env))
+            if errors:
+                fail("; ".join(errors))
+            compared = (f"; compared: match {s('compare_match'):.0f}, body {s('compare_body'):.0f} "
+                        f"at json_path=\"{BUGGY_PATH}\"")
         bad = [line for line in logs(compose, "envoy", env)
                if "[critical]" in line or ("[error]" in line and "wasm" in line) or "panic" in line]
         if bad:
             fail("Envoy logged errors:\n" + "\n".join(bad[:5]))
         print(f"     {bed.name}: up in {started:.1f}s; {len(sent)} requests, {len(keyed_copies)} of {len(keyed)} "
               f"users copied as `traffic-mirror sample` names them, {keyless_copies} of {KEYLESS} keyless "
-              f"({'never' if skip else 'drawn at random'}); Envoy uid {uid}", flush=True)
+              f"({'never' if skip else 'drawn at random'}){compared}; Envoy uid {uid}", flush=True)
     except BaseException:
         dump = subprocess.run(compose + ["logs", "--no-color", "--timestamps"], capture_output=True, text=True, env=env)
         print(f"---- {bed.name}: docker compose logs ----\n{dump.stdout}{dump.stderr}---- end of logs ----", flush=True)

@@ -180,16 +180,19 @@ def poll(what, fn, timeout=10.0, interval=0.02):
 
 
 class Upstream:
-    """envoy/compose/upstream.py on 127.0.0.1, a free port; .records are what it received."""
+    """envoy/compose/upstream.py on 127.0.0.1, a free port; .records are what it received.
+    args: more of its options (--catalog, --catalog-bug)."""
 
-    def __init__(self, name):
+    def __init__(self, name, args=()):
         self.name = name
+        self.args = list(args)
         self.records = []
         self._lines = queue.Queue()
 
     def __enter__(self):
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", UPSTREAM_PY, "--name", self.name, "--port", "0", "--host", "127.0.0.1"],
+            [sys.executable, "-u", UPSTREAM_PY, "--name", self.name, "--port", "0", "--host", "127.0.0.1",
+             *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         threading.Thread(target=self._read, daemon=True).start()

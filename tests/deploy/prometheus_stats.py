@@ -22,6 +22,14 @@ and traffic_mirror_grpc_status{target="staging",grpc_status="14"} counts them. E
 also waits for the copy latency histogram, traffic_mirror_latency_ms{target="..."}, to
 count every copy (Envoy merges histograms every stats_flush_interval, shortened here).
 
+The compare config (envoy/compare.yaml) runs with catalog upstreams (upstream.py
+--catalog, the mirror --catalog-bug: every 7th item's price wrong, `updated_at` different
+on every answer): COMPARE_REQUESTS items, each copied and compared; every
+traffic_mirror_compare_<result>{target="..."} is there, they add up to dispatched, match
++ body is all of them, body counts exactly the items the mirror gets wrong, and
+traffic_mirror_compare_path{target="...",json_path="/price"} counts them too (the
+json_path stats tag).
+
 And that the check can fail: the same config without its stats_config yields only the
 untagged series traffic_mirror_<target>_<name>, which the check refuses.
 
@@ -40,6 +48,9 @@ import envoylib as L  # noqa: E402
 from envoylib import fail, parse_prometheus
 
 MAX_REQUESTS = 300
+# Items asked of the compare config: ids 1.., every BUGGY_EVERY-th one wrong at the mirror.
+COMPARE_REQUESTS = 30
+BUGGY_EVERY = 7
 LANE_REQUESTS = 200
 GRPC_CALLS = 60
 HTTP2_PEERS = os.path.join(L.REPO, "tests", "support", "http2.py")
@@ -54,6 +65,59 @@ def counter_names():
     if len(names) < 16:
         fail(f"read only {names} from core/src/stats.rs")
     return names
+
+
+def compare_result_names():
+    """Every compare result, read from the filter's own list (core/src/compare/mod.rs)."""
+    with open(os.path.join(L.REPO, "core", "src", "compare", "mod.rs")) as f:
+        names = re.findall(r'CompareResult::\w+ => "(\w+)"', f.read())
+    if "match" not in names or "body" not in names or len(names) < 10:
+        fail(f"read only {names} from core/src/compare/mod.rs")
+    return names
+
+
+def buggy_copies(records):
+    """The copies of items the catalog mirror gets wrong (/api/items/<multiple of 7>)."""
+    return [r for r in records if r["path"].rsplit("/", 1)[-1].isdigit()
+            and int(r["path"].rsplit("/", 1)[-1]) % BUGGY_EVERY == 0]
+
+
+def compare_errors(envoy, target, mirror_records):
+    """The compare config's verdicts on /stats/prometheus, against what the mirror got."""
+    results = compare_result_names()
+    label = f'{{target="{target}"}}'
+    copies = len(mirror_records)
+
+    def verdicts():
+        series, _ = parse_prometheus(envoy.stats("/prometheus"))
+        got = {r: series.get(f"traffic_mirror_compare_{r}{label}") for r in results}
+        return (series, got) if sum(v or 0 for v in got.values()) == copies else None
+
+    try:
+        # A comparison runs once both answers are in, so it may trail the copy's count.
+        series, got = L.poll(f"compare verdicts adding up to the {copies} copies", verdicts, timeout=5)
+    except L.CheckFailed as exc:
+        series, _ = parse_prometheus(envoy.stats("/prometheus"))
+        return [f"{exc}: {dict((k, v) for k, v in series.items() if 'compare' in k)}"]
+    _, types = parse_prometheus(envoy.stats("/prometheus"))
+    errors = [f"no series traffic_mirror_compare_{r}{label}" for r, v in got.items() if v is None]
+    errors += [f"traffic_mirror_compare_{r} is typed {types.get(f'traffic_mirror_compare_{r}')}, not counter"
+               for r in ("match", "body") if types.get(f"traffic_mirror_compare_{r}") != "counter"]
+    buggy = len(buggy_copies(mirror_records))
+    if not buggy:
+        errors.append(f"no copy of an item the mirror gets wrong among {[r['path'] for r in mirror_records]}")
+    want = {"match": copies - buggy, "body": buggy}
+    if {k: got.get(k) for k in want} != want:
+        others = {k: v for k, v in got.items() if v and k not in want}
+        errors.append(f"verdicts {dict((k, got.get(k)) for k in want)} (others {others}), expected {want}: "
+                      f"the mirror gets {buggy} of the {copies} items wrong, at /price, and updated_at is ignored")
+    paths = {k: v for k, v in series.items() if k.startswith("traffic_mirror_compare_path{")}
+    want_paths = {f'traffic_mirror_compare_path{{target="{target}",json_path="/price"}}': buggy}
+    if paths != want_paths:
+        errors.append(f"compare path series {paths}, expected {want_paths} (the json_path stats tag)")
+    if paths and types.get("traffic_mirror_compare_path") != "counter":
+        errors.append(f"traffic_mirror_compare_path is typed {types.get('traffic_mirror_compare_path')}, not counter")
+    return errors
 
 
 def labelled_errors(text, target):
@@ -98,10 +162,16 @@ def expected_copy_errors(target_cfg, record, request_headers, listener_port):
 
 def exercise(name, cfg, primary_cluster, *, expect_tags=True):
     """Starts cfg in Envoy (upstreams for the primary and each target's cluster), mirrors at
-    least one request, and returns /stats/prometheus. Fails on anything unexpected."""
+    least one request, and returns /stats/prometheus. Fails on anything unexpected. A
+    target with `compare` runs against catalog upstreams (the mirror's with its seeded
+    bug), with COMPARE_REQUESTS requests, and its verdicts are checked too."""
     (_, hf), = L.wasm_filters(cfg)
     target = L.plugin_config_json(hf)["targets"][0]
-    upstreams = {primary_cluster: L.Upstream("primary"), target["cluster"]: L.Upstream("mirror")}
+    comparing = "compare" in target
+    primary_args, mirror_args = (["--catalog"], ["--catalog-bug"]) if comparing else ([], [])
+    min_requests = COMPARE_REQUESTS if comparing else 0
+    upstreams = {primary_cluster: L.Upstream("primary", primary_args),
+                 target["cluster"]: L.Upstream("mirror", mirror_args)}
     with upstreams[primary_cluster] as primary, upstreams[target["cluster"]] as mirror:
         run_cfg = L.loopback_copy(cfg, {primary_cluster: primary.port, target["cluster"]: mirror.port})
         run_cfg["stats_flush_interval"] = STATS_FLUSH
@@ -112,11 +182,14 @@ def exercise(name, cfg, primary_cluster, *, expect_tags=True):
                 sample_header = target.get("sample_by", {}).get("header", "x-request-id")
                 sent = 0
                 request_headers = {}
-                while not mirror.records and sent < MAX_REQUESTS:
+                # (Comparing, until a copy of an item the mirror gets wrong has arrived too.)
+                while (not mirror.records or sent < min_requests or (comparing and not buggy_copies(mirror.records))) \
+                        and sent < MAX_REQUESTS:
                     sent += 1
                     request_headers = {sample_header: f"user-{sent}", "authorization": "Bearer s3cr3t",
                                        "cookie": "session=abc"}
-                    status, _ = L.http("GET", f"{envoy.listener}{prefix}items/{sent}", request_headers)
+                    path = f"/api/items/{sent}" if comparing else f"{prefix}items/{sent}"
+                    status, _ = L.http("GET", f"{envoy.listener}{path}", request_headers)
                     if status != 200:
                         fail(f"{name}: request {sent} got {status}")
                 # Copies leave from the root context's tick, a moment after their request.
@@ -159,11 +232,15 @@ def exercise(name, cfg, primary_cluster, *, expect_tags=True):
                     if text_stats.get(stat + "dispatched") != str(len(mirror.records)):
                         errors.append(f"/stats has {stat}dispatched = {text_stats.get(stat + 'dispatched')}")
                     errors += latency_errors(envoy, target["name"], len(mirror.records))
+                    if comparing:
+                        errors += compare_errors(envoy, target["name"], mirror.records)
                     if errors:
                         fail(f"{name}: /stats/prometheus: " + "; ".join(errors))
                 series = "traffic_mirror_dispatched{target=\"%s\"}" % target["name"] if expect_tags \
                     else "traffic_mirror_%s_dispatched" % target["name"].replace("-", "_")
-                print(f"     {name}: {sent} requests, {len(mirror.records)} mirrored; {series} {len(mirror.records)}")
+                compared = (f"; compared, {len(buggy_copies(mirror.records))} body differences at json_path=\"/price\","
+                            " the rest match" if comparing and expect_tags else "")
+                print(f"     {name}: {sent} requests, {len(mirror.records)} mirrored; {series} {len(mirror.records)}{compared}")
                 return prom
             except L.CheckFailed as exc:
                 log = envoy.log().splitlines()
@@ -321,13 +398,22 @@ def configs():
         ("envoy/sidecar.yaml", L.load_yaml(os.path.join(L.REPO, "envoy", "sidecar.yaml")), "local_app"),
         ("envoy/compose/envoy.yaml", L.map_module_paths(
             L.load_yaml(os.path.join(L.REPO, "envoy", "compose", "envoy.yaml")), mounts), "primary"),
+        ("envoy/compare.yaml", L.load_yaml(os.path.join(L.REPO, "envoy", "compare.yaml")), "primary"),
     ]
 
 
 def check_shipped():
     L.require_module()
+    failures = []
     for name, cfg, primary in configs():
-        exercise(name, cfg, primary)
+        # Every config runs: one failing does not hide what the others do.
+        try:
+            exercise(name, cfg, primary)
+        except L.CheckFailed as exc:
+            print(f"     {name}: FAILED", flush=True)
+            failures.append(str(exc))
+    if failures:
+        fail("\n     ".join(failures))
 
 
 def check_can_fail():

@@ -17,6 +17,7 @@ mod support;
 mod bodies;
 mod budget;
 mod command;
+mod compare;
 mod copies;
 mod failure_policy;
 mod fire_and_forget;

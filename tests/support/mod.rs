@@ -10,6 +10,8 @@
 //!   (`validation`).
 //! - [`command`]: the `traffic-mirror` command, as the tests run it.
 //! - [`python`]: HTTP/2 and gRPC peers (grpcio, h2) from `tests/support/http2.py`.
+//! - [`scripted`]: an HTTP/1.1 server answering each path as the test scripts it (the
+//!   `compare` tests' primary and mirror).
 //!
 //! Every wait is a poll with a deadline ([`wait_until`], [`wait_for`]); nothing sleeps
 //! a fixed time hoping that something happened.
@@ -20,6 +22,7 @@ pub mod client;
 pub mod command;
 pub mod envoy;
 pub mod python;
+pub mod scripted;
 pub mod upstream;
 
 use std::time::{Duration, Instant};

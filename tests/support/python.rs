@@ -300,3 +300,28 @@ pub fn h2_requests(addr: SocketAddr, requests: &[H2Request]) -> Vec<H2Response> 
         })
         .collect()
 }
+
+/// `data` compressed as a `content-encoding` says, by Python's standard library: `gzip`
+/// (RFC 1952, `gzip.compress`) or `deflate` (the zlib format of RFC 1950,
+/// `zlib.compress`), at the best compression.
+pub fn compress(encoding: &str, data: &[u8]) -> Vec<u8> {
+    const SCRIPT: &str = "import sys, gzip, zlib\n\
+        data = sys.stdin.buffer.read()\n\
+        f = {'gzip': lambda d: gzip.compress(d, 9), 'deflate': lambda d: zlib.compress(d, 9)}[sys.argv[1]]\n\
+        sys.stdout.buffer.write(f(data))\n";
+    let mut child = Command::new(python())
+        .args(["-c", SCRIPT, encoding])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting python to compress: {e}"));
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success() && !output.stdout.is_empty(),
+        "compressing as {encoding}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}

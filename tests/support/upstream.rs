@@ -127,6 +127,9 @@ pub struct Behaviour {
     /// and never answer (a mirror that stops reading). The connection stays open until
     /// the peer or [`Drop`] closes it.
     pub stop_reading: bool,
+    /// Answer the paths of a small JSON catalog API from the request (see [`Catalog`]);
+    /// other paths are answered as without it.
+    pub catalog: Option<Catalog>,
 }
 
 /// A large answer body, sent slowly.
@@ -146,6 +149,7 @@ impl Default for Behaviour {
             delay: Duration::ZERO,
             large_answer: None,
             stop_reading: false,
+            catalog: None,
         }
     }
 }
@@ -588,6 +592,10 @@ fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::
         }
         let head_only = record.method == "HEAD";
         let summary = format!("{} {} {}\n", shared.name, record.method, record.target);
+        // The catalog's answer, when the server answers as one and this is its path.
+        let catalog = lock(&shared.behaviour)
+            .catalog
+            .and_then(|catalog| catalog.answer(&record.target));
         let index = shared.record.then(|| {
             let mut received = lock(&shared.received);
             received.push(record);
@@ -614,6 +622,9 @@ fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::
         if !head_only && behaviour.large_answer.is_none() {
             response.extend_from_slice(summary.as_bytes());
         }
+        if let (Some(answer), None) = (&catalog, behaviour.large_answer) {
+            response = answer.response(&shared.name, close, head_only);
+        }
         if let Some(index) = index {
             if let Some(r) = lock(&shared.received).get_mut(index) {
                 r.answered = Some(Instant::now());
@@ -631,4 +642,175 @@ fn serve_connection(stream: TcpStream, connection: u64, shared: &Shared) -> io::
             return Ok(());
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The catalog: a small JSON API answered deterministically, for the `compare` demo.
+
+/// A small JSON catalog API, every answer computed from the request, so that two servers
+/// answer alike (a primary and a candidate under test) but for what differs on purpose:
+///
+/// - `/api/items/<id>` (any method; id 1 to [`Catalog::MAX_ID`]): one item,
+///   `{"id":7,"name":"kettle 7","price":61.32,"currency":"EUR","stock":41,"tags":[...],"updated_at":"..."}`;
+///   another id: 404 `{"error":"no such item"}`;
+/// - `/api/items?page=P&per_page=N` (P from 1, N from 1 to 50, default 1 and 5): items
+///   (P-1)*N+1 to P*N, `{"page":P,"per_page":N,"items":[...],"updated_at":"..."}` (the
+///   items without `updated_at`).
+///
+/// `updated_at` is volatile: the time of the answer (RFC 3339, nanoseconds), different
+/// on every answer, as a field a `compare` must `ignore`. With `bug` (a candidate with a
+/// seeded bug), the price of every item whose id is a multiple of
+/// [`Catalog::BUGGY_EVERY`] is one cent too high: a comparison finds it at `/price`
+/// (one item) or `/items/*/price` (a page).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Catalog {
+    pub bug: bool,
+}
+
+/// A catalog answer: its status and JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Catalog {
+    /// Items that exist: ids 1 to this.
+    pub const MAX_ID: u64 = 999_999_999;
+    /// With `bug`, the ids whose price is wrong: the multiples of this.
+    pub const BUGGY_EVERY: u64 = 7;
+    const MAX_PER_PAGE: u64 = 50;
+    const NAMES: [&'static str; 8] = [
+        "lamp", "kettle", "chair", "teapot", "blanket", "mug", "clock", "vase",
+    ];
+    const TAGS: [&'static str; 4] = ["home", "kitchen", "living", "gift"];
+
+    /// The answer to a request for `target` (path with query), or `None` when it is not
+    /// a catalog path.
+    pub fn answer(&self, target: &str) -> Option<CatalogAnswer> {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = path.strip_suffix('/').unwrap_or(path);
+        if path == "/api/items" {
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(key, _)| *key == name)
+                    .and_then(|(_, value)| digits(value))
+            };
+            let page = param("page").unwrap_or(1).clamp(1, Self::MAX_ID);
+            let per_page = param("per_page").unwrap_or(5).clamp(1, Self::MAX_PER_PAGE);
+            let first = (page - 1) * per_page + 1;
+            let items: Vec<String> = (first..first + per_page)
+                .filter(|&id| id <= Self::MAX_ID)
+                .map(|id| self.item(id, None))
+                .collect();
+            let body = format!(
+                "{{\"page\":{page},\"per_page\":{per_page},\"items\":[{}],\"updated_at\":\"{}\"}}",
+                items.join(","),
+                now_rfc3339()
+            );
+            return Some(CatalogAnswer { status: 200, body });
+        }
+        let id = path.strip_prefix("/api/items/")?;
+        Some(
+            match digits(id).filter(|id| (1..=Self::MAX_ID).contains(id)) {
+                Some(id) => CatalogAnswer {
+                    status: 200,
+                    body: self.item(id, Some(&now_rfc3339())),
+                },
+                None => CatalogAnswer {
+                    status: 404,
+                    body: "{\"error\":\"no such item\"}".to_string(),
+                },
+            },
+        )
+    }
+
+    /// An item's price in cents: the primary's, or with `bug` the candidate's.
+    pub fn price_cents(&self, id: u64) -> u64 {
+        let right = 199 + (id.wrapping_mul(7919)) % 9800;
+        if self.bug && id.is_multiple_of(Self::BUGGY_EVERY) {
+            right + 1
+        } else {
+            right
+        }
+    }
+
+    /// One item as JSON, with `updated_at` when given.
+    pub fn item(&self, id: u64, updated_at: Option<&str>) -> String {
+        let index = |n: u64, len: usize| usize::try_from(n % len as u64).unwrap_or(0);
+        let name = Self::NAMES[index(id, Self::NAMES.len())];
+        let cents = self.price_cents(id);
+        let mut tags = vec![Self::TAGS[index(id, Self::TAGS.len())]];
+        if id.is_multiple_of(3) {
+            tags.push("sale");
+        }
+        let tags: Vec<String> = tags.iter().map(|t| format!("\"{t}\"")).collect();
+        let mut json = format!(
+            "{{\"id\":{id},\"name\":\"{name} {id}\",\"price\":{}.{:02},\"currency\":\"EUR\",\"stock\":{},\"tags\":[{}]",
+            cents / 100,
+            cents % 100,
+            (id * 13) % 50,
+            tags.join(",")
+        );
+        if let Some(at) = updated_at {
+            let _ = write!(json, ",\"updated_at\":\"{at}\"");
+        }
+        json.push('}');
+        json
+    }
+}
+
+impl CatalogAnswer {
+    /// The whole HTTP/1.1 answer: head and (but to a HEAD request) body.
+    pub fn response(&self, server: &str, close: bool, head_only: bool) -> Vec<u8> {
+        let mut response = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-upstream: {}\r\n{}\r\n",
+            self.status,
+            reason(self.status),
+            self.body.len(),
+            server,
+            if close { "connection: close\r\n" } else { "" },
+        )
+        .into_bytes();
+        if !head_only {
+            response.extend_from_slice(self.body.as_bytes());
+        }
+        response
+    }
+}
+
+/// A decimal number of ASCII digits only (no sign), as the catalog reads ids and pages.
+fn digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Now, as RFC 3339 in UTC with nanoseconds (`2025-06-01T12:34:56.123456789Z`).
+fn now_rfc3339() -> String {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    // Days to a civil date (H. Hinnant's days_from_civil, inverted), from 1970-01-01.
+    let z = i64::try_from(secs / 86_400).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rest = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_nanos()
+    )
 }

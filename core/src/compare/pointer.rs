@@ -58,6 +58,21 @@ impl Pattern {
     }
 }
 
+/// A pattern written back as a JSON Pointer.
+pub fn write_pattern(pattern: &Pattern) -> String {
+    let mut out = String::new();
+    for segment in &pattern.segments {
+        out.push('/');
+        match segment {
+            Segment::Any => out.push('*'),
+            Segment::Name(name) => {
+                out.push_str(&name.replace('~', "~0").replace('/', "~1"));
+            }
+        }
+    }
+    out
+}
+
 /// Where the comparison is in a document: each step a member name or an array index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step<'a> {

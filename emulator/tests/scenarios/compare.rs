@@ -225,6 +225,28 @@ pub fn a_primary_that_does_not_complete_is_primary_incomplete<E: Exports>(envoy:
     assert_compared(&mut envoy, "staging");
 }
 
+pub fn a_body_ended_by_an_empty_chunk_is_kept_whole<E: Exports>(envoy: Envoy<E>) {
+    // Envoy often passes a body, then an empty chunk with end_of_stream.
+    let mut envoy = configured(envoy, comparing(json!({})));
+    for (mirror, expected) in [
+        (&b"{\"a\":1}"[..], CompareResult::Match),
+        (b"{}", CompareResult::Body),
+    ] {
+        let context = envoy.request(ROOT, &refs(&get("u1")), &[], true);
+        let token = envoy.host().sent.last().unwrap().token;
+        envoy.respond(
+            context,
+            &[(":status", "200"), JSON],
+            &[b"{\"a\":", b"1}", b""],
+            &[],
+        );
+        assert!(envoy.done(context));
+        envoy.answer(token, answer(200, &[JSON], mirror), mirror.len());
+        assert_eq!(result(&mut envoy, expected), 1, "{expected:?}");
+    }
+    assert_compared(&mut envoy, "staging");
+}
+
 pub fn the_comparison_outlives_the_clients_stream<E: Exports>(envoy: Envoy<E>) {
     let mut envoy = configured(envoy, comparing(json!({})));
     let context = envoy.request(ROOT, &refs(&get("u1")), &[], true);

@@ -80,6 +80,7 @@ scenarios! {
     compare::status_grpc_status_and_headers_are_compared_first,
     compare::the_mirror_failing_is_told_from_its_own_errors,
     compare::a_primary_that_does_not_complete_is_primary_incomplete,
+    compare::a_body_ended_by_an_empty_chunk_is_kept_whole,
     compare::the_comparison_outlives_the_clients_stream,
     compare::a_response_before_the_request_is_complete_is_compared_too,
     compare::bodies_past_the_cap_undecodable_or_not_json_are_told_apart,
