@@ -296,10 +296,17 @@ def parse_duration_ms(text):
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def run_wrk(port, script, seconds, connections=CONNECTIONS):
+# The request's path: wrk's GET, or for the rows comparing JSON answers a page of the
+# catalog upstreams (examples/upstream.rs --catalog) of about 4 KiB.
+DEFAULT_PATH = "/bench/item?id=1"
+JSON_PATH = "/api/items?page=1&per_page=45"
+PATHS = {"json_mirror_100": JSON_PATH, "json_compare_100": JSON_PATH}
+
+
+def run_wrk(port, script, seconds, connections=CONNECTIONS, path=DEFAULT_PATH):
     out = subprocess.run(
         ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
-         "--latency", "-s", str(script), f"http://127.0.0.1:{port}/bench/item?id=1"],
+         "--latency", "-s", str(script), f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -312,10 +319,10 @@ def run_wrk(port, script, seconds, connections=CONNECTIONS):
     return {"requests": requests, "rps": rps, "p50_ms": p50, "p99_ms": p99}
 
 
-def measure(envoy, script, seconds=DURATION):
-    run_wrk(envoy.port, script, 1)  # warm-up: connections, JIT, pools
+def measure(envoy, script, seconds=DURATION, path=DEFAULT_PATH):
+    run_wrk(envoy.port, script, 1, path=path)  # warm-up: connections, JIT, pools
     before = envoy.cpu_seconds()
-    result = run_wrk(envoy.port, script, seconds)
+    result = run_wrk(envoy.port, script, seconds, path=path)
     result["cpu_us_per_request"] = (envoy.cpu_seconds() - before) * 1e6 / result["requests"]
     return result
 
@@ -324,7 +331,8 @@ def summary(values):
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-VALGRIND_KEYS = ["none", "noop", "mirror_0", "lanes", "mirror_100_get", "bare_mirror",
+VALGRIND_KEYS = ["none", "noop", "mirror_0", "compare_0", "lanes", "mirror_100_get", "bare_mirror",
+                 "json_mirror_100", "json_compare_100",
                  "native_get", "noop@browser", "mirror_0@browser",
                  "mirror_100_get@browser", "bare_mirror@browser", "native_get@browser"]
 
@@ -386,7 +394,7 @@ def write_profile(path, label, small, large, requests):
     path.write_text("\n".join(lines) + "\n")
 
 
-def instructions_per_request(yaml_text, workdir, headers=None, profile=None):
+def instructions_per_request(yaml_text, workdir, headers=None, profile=None, path=DEFAULT_PATH):
     """Envoy's instructions per request, counted by valgrind's callgrind: deterministic
     where CPU time is noisy. Counts only while requests run, over 3000 and over 1000
     keep-alive GETs, twice, and returns the difference per request (start-up, warm-up
@@ -410,7 +418,7 @@ def instructions_per_request(yaml_text, workdir, headers=None, profile=None):
 
         def requests(n):
             for _ in range(n):
-                conn.request("GET", "/bench/item?id=1", headers=headers or {})
+                conn.request("GET", path, headers=headers or {})
                 r = conn.getresponse()
                 r.read()
                 if r.status != 200:
@@ -504,8 +512,16 @@ def main():
     blackhole = Upstream("blackhole", "--never-answer")
     upstreams = [primary, mirror, slow, blackhole]
 
-    def yaml(filters="", policy="", mirror_port=None):
-        return envoy_yaml(primary.port, mirror_port or mirror.port, filters, policy)
+    def yaml(filters="", policy="", mirror_port=None, primary_port=None):
+        return envoy_yaml(primary_port or primary.port, mirror_port or mirror.port, filters, policy)
+
+    # Both answer the same JSON catalog (the candidate without its bug): what comparing
+    # costs when the answers match.
+    catalog = Upstream("catalog-primary", "--catalog")
+    candidate = Upstream("catalog-candidate", "--catalog")
+    upstreams += [catalog, candidate]
+    json_yaml = lambda filters: yaml(filters, primary_port=catalog.port, mirror_port=candidate.port)
+    compare = {"ignore": ["/updated_at"]}
 
     ours = lambda cfg: plugin_filter(MODULE, cfg)
     browser_lua = wrk_script(workdir, False, headers=BROWSER_HEADERS)
@@ -515,6 +531,8 @@ def main():
         ("none", "1. no wasm filter", yaml(), get_lua, None),
         ("noop", "2. empty proxy-wasm filter", yaml(plugin_filter(NOOP, None)), get_lua, None),
         ("mirror_0", "3. traffic-mirror, 0 % sampled", yaml(ours(mirror_config(0))), get_lua, None),
+        ("compare_0", "3d. traffic-mirror with compare, 0 % sampled",
+         yaml(ours(mirror_config(0, compare=compare))), get_lua, None),
         ("lanes", "3c. lanes only: every request put in one of 3 lanes (header set)",
          yaml(ours(LANES_CONFIG)), get_lua, None),
         ("mirror_1", "4. traffic-mirror, 1 % sampled", yaml(ours(mirror_config(1))), get_lua, None),
@@ -522,6 +540,9 @@ def main():
         ("bare_mirror", "5b. bare proxy-wasm mirror (SDK: map read, dispatched unchanged), 100 %, GET",
          yaml(plugin_filter(BARE, None)), get_lua, None),
         ("mirror_100_post", "6. traffic-mirror, 100 %, POST 16 KiB", yaml(ours(mirror_config(100))), post_lua, None),
+        ("json_mirror_100", "8. traffic-mirror, 100 %, GET of 4 KiB JSON", json_yaml(ours(mirror_config(100))), get_lua, None),
+        ("json_compare_100", "8b. the same, compared (4 KiB JSON on both sides, equal)",
+         json_yaml(ours(mirror_config(100, compare=compare))), get_lua, None),
         ("native_get", "7. native request_mirror_policies, 100 %, GET", yaml(policy=NATIVE_MIRROR), get_lua, None),
         ("native_post", "7. native request_mirror_policies, 100 %, POST 16 KiB", yaml(policy=NATIVE_MIRROR), post_lua, None),
         ("noop@browser", "2. empty proxy-wasm filter, browser request", yaml(plugin_filter(NOOP, None)), browser_lua, B),
@@ -558,7 +579,8 @@ def main():
                 if key in VALGRIND_KEYS:
                     log(f"instructions per request under valgrind: {label}")
                     profile = (out_dir / f"profile-{key.replace('@', '-')}.txt", label) if PROFILE else None
-                    counts[key] = instructions_per_request(text, workdir, headers, profile)
+                    counts[key] = instructions_per_request(text, workdir, headers, profile,
+                                                           PATHS.get(key, DEFAULT_PATH))
                     best = min(counts[key])
                     floor = "noop@browser" if headers else "noop"
                     base = min(counts[floor]) if floor in counts else None
@@ -572,7 +594,11 @@ def main():
                 log(f"run {rep + 1}/{REPEAT}: {label}")
                 envoy = Envoy(text, workdir)
                 try:
-                    runs[key].append(measure(envoy, script))
+                    runs[key].append(measure(envoy, script, path=PATHS.get(key, DEFAULT_PATH)))
+                    if key == "json_compare_100":
+                        stats = envoy.stats()
+                        matched = stats.get("wasmcustom.traffic_mirror.bench.compare.match", 0)
+                        assert matched > 0, stats
                     if key.startswith("mirror_100"):
                         stats = envoy.stats()
                         assert stats.get("wasmcustom.traffic_mirror.bench.dispatched", 0) > 0, stats
@@ -590,7 +616,8 @@ def main():
         for key, label, text, script, headers in configs:
             if key in VALGRIND_KEYS:
                 log(f"instructions per request under valgrind: {label}")
-                counts[key] = instructions_per_request(text, workdir, headers)
+                counts[key] = instructions_per_request(text, workdir, headers,
+                                                       path=PATHS.get(key, DEFAULT_PATH))
         host_calls, host_call_lines = host_call_table(call_configs, workdir)
 
         # Slow mirror vs healthy mirror, same load, side by side.
@@ -718,6 +745,13 @@ def main():
         "mirrored_vs_bare": ins["mirror_100_get" + sfx] / ins["bare_mirror" + sfx],
         "mirrored_vs_native": ins["mirror_100_get" + sfx] / ins["native_get" + sfx]}
         for sfx in ("", "@browser")}
+    result["floors"]["compare"] = {
+        "unsampled_with_compare_vs_empty": ins["compare_0"] / ins["noop"],
+        "compared_vs_mirrored_json": ins["json_compare_100"] / ins["json_mirror_100"]}
+    c = result["floors"]["compare"]
+    print(f"\ncompare: unsampled with compare configured ×{c['unsampled_with_compare_vs_empty']:.3f} "
+          f"the empty filter (target 1.05); a compared GET of 4 KiB JSON ×{c['compared_vs_mirrored_json']:.3f} "
+          f"the same GET mirrored without compare (target 1.5)")
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nlanes only: ×{ins['lanes'] / ins['mirror_0']:.3f} "
           f"the unsampled mirror; 100 % GET ×{ins['mirror_100_get'] / ins['native_get']:.3f} native mirroring")
