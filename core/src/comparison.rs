@@ -237,7 +237,17 @@ impl PrimaryWatch {
             response.length = response.length.saturating_add(size);
             match chunk {
                 Some(chunk) if *keeping && response.body.len() + chunk.len() <= limit => {
-                    response.body.extend_from_slice(&chunk);
+                    if response.body.is_empty() && chunk.len() == *reserved {
+                        // The whole body at once: kept as it was read.
+                        response.body = chunk;
+                    } else {
+                        // At its final size at once: chunks never grow it past what is
+                        // reserved.
+                        if response.body.capacity() == 0 {
+                            response.body.reserve_exact(*reserved);
+                        }
+                        response.body.extend_from_slice(&chunk);
+                    }
                 }
                 _ if *keeping => {
                     // Past what can be compared (or unreadable): too large, let go of it.
@@ -276,7 +286,9 @@ impl PrimaryWatch {
             return None;
         };
         // What the body takes, no more, stays held.
-        let kept = response.body.len().min(reserved);
+        let mut response = response;
+        response.body.shrink_to_fit();
+        let kept = response.body.capacity().min(reserved);
         in_flight.release(reserved - kept);
         let started = self.complete_nanos.unwrap_or(now_nanos);
         let side = Rc::new(PrimarySide {

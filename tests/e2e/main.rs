@@ -18,6 +18,7 @@ mod bodies;
 mod budget;
 mod command;
 mod compare;
+mod compare_load;
 mod copies;
 mod failure_policy;
 mod fire_and_forget;

@@ -1,7 +1,7 @@
 //! A scripted HTTP/1.1 upstream on `std::net` and threads, for the `compare` tests: each
 //! path has a fixed answer of its own (status, headers, body), given by the test, after a
-//! delay of its own, or cut off (the connection reset before the answer, or closed or
-//! reset in the middle of its body). A primary and a mirror scripted differently answer
+//! delay of its own, its body written at once or in paced pieces, or cut off (the
+//! connection reset before the answer, or closed or reset in the middle of its body). A primary and a mirror scripted differently answer
 //! the same request differently on purpose.
 //!
 //! Every answer carries `content-length` (the body's length, also to a HEAD request,
@@ -54,6 +54,10 @@ pub struct Answer {
     /// Between the whole request having arrived and the answer being written.
     pub delay: Duration,
     pub cut: Option<Cut>,
+    /// The body written this many bytes at a time, with this pause after each piece
+    /// but the last (`None`: all at once, with the head), so that the peer reads it in
+    /// several chunks.
+    pub pace: Option<(usize, Duration)>,
 }
 
 impl Answer {
@@ -65,6 +69,7 @@ impl Answer {
             body: Vec::new(),
             delay: Duration::ZERO,
             cut: None,
+            pace: None,
         }
     }
 
@@ -93,6 +98,13 @@ impl Answer {
 
     pub fn cut(mut self, cut: Cut) -> Answer {
         self.cut = Some(cut);
+        self
+    }
+
+    /// Writes the body `piece` bytes at a time (at least 1), pausing `pause` after each
+    /// but the last; the head goes first, on its own.
+    pub fn pace(mut self, piece: usize, pause: Duration) -> Answer {
+        self.pace = Some((piece.max(1), pause));
         self
     }
 }
@@ -163,6 +175,26 @@ impl Scripted {
     pub fn start(name: &str) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("starting scripted upstream {name}: {e}"));
+        Scripted::serve_on(name, listener)
+    }
+
+    /// [`Scripted::start`], its listening socket's queue of connections not yet accepted
+    /// `backlog` long (std's is 128): for hundreds of connections opened at once (a peer
+    /// whose SYN finds the queue full retries only a second later).
+    pub fn start_with_backlog(name: &str, backlog: i32) -> Scripted {
+        use socket2::{Domain, Socket, Type};
+        let listener = (|| {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+            socket.listen(backlog)?;
+            io::Result::Ok(TcpListener::from(socket))
+        })()
+        .unwrap_or_else(|e| panic!("starting scripted upstream {name}: {e}"));
+        Scripted::serve_on(name, listener)
+    }
+
+    fn serve_on(name: &str, listener: TcpListener) -> Scripted {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
@@ -473,9 +505,25 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             }
             _ => {}
         }
-        bytes.extend_from_slice(body);
-        writer.write_all(&bytes)?;
-        writer.flush()?;
+        match answer.pace {
+            Some((piece, pause)) if !body.is_empty() => {
+                writer.write_all(&bytes)?;
+                writer.flush()?;
+                let mut pieces = body.chunks(piece).peekable();
+                while let Some(part) = pieces.next() {
+                    writer.write_all(part)?;
+                    writer.flush()?;
+                    if pieces.peek().is_some() && wait(shared, Some(pause), || false) {
+                        return Ok(());
+                    }
+                }
+            }
+            _ => {
+                bytes.extend_from_slice(body);
+                writer.write_all(&bytes)?;
+                writer.flush()?;
+            }
+        }
         if close {
             let _ = writer.shutdown(Shutdown::Write);
             return Ok(());

@@ -1,5 +1,6 @@
 //! What a process holds, Envoy above all: its resident memory and the bytes queued in
-//! its TCP sockets ([`Memory`]), now or at its peak while a test runs ([`PeakMemory`]).
+//! its TCP sockets ([`Memory`]), now or at its peak while a test runs ([`PeakMemory`]);
+//! and the linear memory of each of its wasm VMs ([`WasmMemory`]).
 
 use std::fs;
 use std::sync::atomic::Ordering;
@@ -126,5 +127,71 @@ impl PeakMemory {
             .take()
             .and_then(|sampler| sampler.join().ok())
             .unwrap_or_default()
+    }
+}
+
+/// The linear memory of one wasm VM in a process running V8 (Envoy's
+/// `envoy.wasm.runtime.v8`), as mapped: V8 reserves a large region for each memory
+/// (8 GiB on x86-64; more than 4 GiB on any 64-bit build, for its guard pages) and makes
+/// its first `memory.size` bytes readable and writable, so each memory is an anonymous
+/// `rw-p` mapping directly followed by an inaccessible (`---p`) rest of the
+/// reservation. A wasm memory never shrinks: what it has grown to is its high-water mark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WasmMemory {
+    /// Its size (`memory.size`, in bytes).
+    pub size: u64,
+    /// The part of it resident (touched), in bytes.
+    pub rss: u64,
+}
+
+impl WasmMemory {
+    /// Every wasm memory of process `pid`, in address order (one per VM: Envoy runs one
+    /// VM per worker and one on the main thread for each plugin's `vm_id`).
+    pub fn of(pid: u32) -> Vec<WasmMemory> {
+        let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        // (start, end, permissions, anonymous, Rss in bytes) of each mapping.
+        let mut maps: Vec<(u64, u64, String, bool, u64)> = Vec::new();
+        for line in smaps.lines() {
+            let mut fields = line.split_whitespace();
+            let range = fields.next().unwrap_or_default();
+            if let Some((start, end)) = range.split_once('-') {
+                if let (Ok(start), Ok(end)) =
+                    (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+                {
+                    let permissions = fields.next().unwrap_or_default().to_string();
+                    // offset, device, inode, then the path of a file mapping.
+                    let anonymous = fields.nth(3).is_none();
+                    maps.push((start, end, permissions, anonymous, 0));
+                    continue;
+                }
+            }
+            if let (Some(kb), Some(last)) = (line.strip_prefix("Rss:"), maps.last_mut()) {
+                let kb = kb.trim().trim_end_matches("kB").trim();
+                last.4 = kb.parse::<u64>().unwrap_or(0) * 1024;
+            }
+        }
+        maps.windows(2)
+            .filter_map(|pair| {
+                let [memory, rest] = pair else { return None };
+                let reserved = rest.1 - rest.0;
+                (memory.1 == rest.0
+                    && memory.2 == "rw-p"
+                    && memory.3
+                    && rest.2 == "---p"
+                    && rest.3
+                    && reserved > 4 << 30)
+                    .then_some(WasmMemory {
+                        size: memory.1 - memory.0,
+                        rss: memory.4,
+                    })
+            })
+            .collect()
+    }
+}
+
+impl Envoy {
+    /// The linear memory of each of Envoy's wasm VMs (see [`WasmMemory`]).
+    pub fn wasm_memories(&self) -> Vec<WasmMemory> {
+        WasmMemory::of(self.pid())
     }
 }
