@@ -2,8 +2,10 @@
 //! module: a wasm VM's memory never shrinks, so what counts is its high-water mark. With
 //! the default `compare.max_body_bytes` (64 KiB), bodies built to cost the parser the
 //! most (a flat array of `0`s, an object of one-letter members, strings full of escapes,
-//! deep nesting, a large unordered array) are compared again and again: the memory grows
-//! once, by a bounded amount (docs/compare.md), and never with the number of comparisons.
+//! deep nesting, a large unordered array) are compared again and again with a mirror's
+//! body that differs in its very last value, so that both are read side by side to the
+//! end and then parsed into trees: the memory grows once, by a bounded amount
+//! (docs/compare.md), and never with the number of comparisons.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -55,8 +57,21 @@ fn worst_bodies() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// Compares `body` with itself on both sides, `times` times; the module's memory after.
-fn compare_n(envoy: &mut Envoy<Module>, body: &[u8], times: usize) -> usize {
+/// `body` with its last `0` written `1` (or its last `1` written `2`): still JSON, and
+/// different only at its end.
+fn last_value_changed(body: &[u8]) -> Vec<u8> {
+    let mut other = body.to_vec();
+    let (at, by) = match body.iter().rposition(|&b| b == b'0') {
+        Some(at) => (at, b'1'),
+        None => (body.iter().rposition(|&b| b == b'1').unwrap(), b'2'),
+    };
+    other[at] = by;
+    other
+}
+
+/// Compares `body` (the primary's) with `mirror`, `times` times; the module's memory
+/// after.
+fn compare_n(envoy: &mut Envoy<Module>, body: &[u8], mirror: &[u8], times: usize) -> usize {
     for i in 0..times {
         let user = format!("u{i}");
         let headers = [
@@ -76,8 +91,8 @@ fn compare_n(envoy: &mut Envoy<Module>, body: &[u8], times: usize) -> usize {
         assert!(envoy.done(context));
         let answer = FakeAnswer::status(200)
             .header("content-type", "application/json")
-            .body(body);
-        envoy.answer(token, answer, body.len());
+            .body(mirror);
+        envoy.answer(token, answer, mirror.len());
     }
     envoy.filter.memory_bytes()
 }
@@ -89,19 +104,26 @@ fn comparing_grows_the_module_once_by_a_bounded_amount() {
         "sample_by": {"header": "x-user-id"}, "compare": {"unordered": ["/tags"]}}]}"#;
     assert!(envoy.configure(ROOT, configuration));
     // A small comparison first: what any traffic takes.
-    let baseline = compare_n(&mut envoy, b"{\"a\": [1, 2, 3]}", 20);
+    let small = b"{\"a\": [1, 2, 3]}";
+    let baseline = compare_n(&mut envoy, small, small, 20);
     let mut peak = baseline;
     let mut lines = Vec::new();
     for (shape, body) in worst_bodies() {
         assert!(body.len() <= LIMIT, "{shape}: {} bytes", body.len());
-        let once = compare_n(&mut envoy, &body, 1);
-        let many = compare_n(&mut envoy, &body, 5);
+        let mirror = last_value_changed(&body);
+        let once = compare_n(&mut envoy, &body, &mirror, 1);
+        let many = compare_n(&mut envoy, &body, &mirror, 5);
         assert_eq!(many, once, "{shape}: 5 more comparisons grew the module");
         peak = peak.max(many);
         lines.push(format!("{shape}: {} KiB", (once - baseline) / 1024));
     }
-    let matched = envoy.host().stat("traffic_mirror.t.compare.match");
-    assert_eq!(matched, 20 + 5 * 6, "every comparison ran and matched");
+    let host = envoy.host();
+    assert_eq!(host.stat("traffic_mirror.t.compare.match"), 20);
+    assert_eq!(
+        host.stat("traffic_mirror.t.compare.body"),
+        5 * 6,
+        "every large comparison ran to the end and found the last value"
+    );
     let growth = peak - baseline;
     println!(
         "module memory: {} KiB before, {} KiB at the peak, +{} KiB ({})",

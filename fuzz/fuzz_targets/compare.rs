@@ -1,12 +1,13 @@
 //! The comparison over arbitrary answers: two bodies (split at the first 0xFF byte), each
 //! as plain JSON or bytes and as gzip- or deflate-encoded data, with `ignore` and
 //! `unordered` patterns that name real paths. Never panics; a body always matches
-//! itself; equality is symmetric; what is equal as bytes is equal as JSON when it parses.
+//! itself; what the side-by-side reading calls equal the trees do too; equality is
+//! symmetric.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use traffic_mirror_core::compare::decode::{decode, Encoding};
-use traffic_mirror_core::compare::json::{first_difference, parse, Rules};
+use traffic_mirror_core::compare::json::{equal_in_order, first_difference, parse, Rules};
 use traffic_mirror_core::compare::pointer::Pattern;
 use traffic_mirror_core::compare::{compare, BodyMode, Compare, CompareResult, Response};
 
@@ -46,6 +47,24 @@ fuzz_target!(|data: &[u8]| {
         unordered: &unordered,
     };
     let (pa, pb) = (parse(a), parse(b));
+    // The side-by-side reading is never wrong when it is sure.
+    if equal_in_order(a, b, rules) == Some(true) {
+        let (Some(pa), Some(pb)) = (&pa, &pb) else {
+            panic!("equal side by side, yet not JSON");
+        };
+        assert_eq!(
+            first_difference(pa, pb, rules),
+            None,
+            "equal side by side only"
+        );
+    }
+    if pa.is_none() {
+        assert_ne!(
+            equal_in_order(a, a, rules),
+            Some(true),
+            "not JSON, yet equal"
+        );
+    }
     if let Some(pa) = &pa {
         assert_eq!(
             first_difference(pa, pa, rules),

@@ -6,6 +6,7 @@
 use miniz_oxide::inflate::{
     decompress_to_vec_with_limit, decompress_to_vec_zlib_with_limit, TINFLStatus,
 };
+use std::borrow::Cow;
 
 /// Why a body could not be had as its plain bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +58,15 @@ fn trim(value: &[u8]) -> &[u8] {
     value.get(start..end).unwrap_or_default()
 }
 
-/// The body decoded, at most `limit` bytes of it.
-pub fn decode(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u8>, Undecodable> {
+/// The body decoded, at most `limit` bytes of it (a body without encoding as it is, not
+/// copied).
+pub fn decode(encoding: Encoding, body: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, Undecodable> {
     let decoded = match encoding {
         Encoding::Identity => {
             return if body.len() > limit {
                 Err(Undecodable::TooLarge)
             } else {
-                Ok(body.to_vec())
+                Ok(Cow::Borrowed(body))
             }
         }
         Encoding::Other => return Err(Undecodable::Encoding),
@@ -75,7 +77,7 @@ pub fn decode(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u8>, 
             Err(_) => inflate(body, limit)?,
         },
     };
-    Ok(decoded)
+    Ok(Cow::Owned(decoded))
 }
 
 /// Raw deflate data.
@@ -164,13 +166,13 @@ mod tests {
     fn gzip_and_both_deflates_decode_within_the_limit() {
         let plain = br#"{"items":[1,2,3],"name":"a name repeated a name repeated"}"#.repeat(20);
         assert_eq!(
-            decode(Encoding::Gzip, &gzip(&plain), 1 << 20).unwrap(),
+            *decode(Encoding::Gzip, &gzip(&plain), 1 << 20).unwrap(),
             plain
         );
         let zlib = compress_to_vec_zlib(&plain, 6);
-        assert_eq!(decode(Encoding::Deflate, &zlib, 1 << 20).unwrap(), plain);
+        assert_eq!(*decode(Encoding::Deflate, &zlib, 1 << 20).unwrap(), plain);
         let raw = compress_to_vec(&plain, 6);
-        assert_eq!(decode(Encoding::Deflate, &raw, 1 << 20).unwrap(), plain);
+        assert_eq!(*decode(Encoding::Deflate, &raw, 1 << 20).unwrap(), plain);
         let limit = plain.len() - 1;
         assert_eq!(
             decode(Encoding::Gzip, &gzip(&plain), limit),
@@ -186,7 +188,7 @@ mod tests {
         );
         assert_eq!(
             decode(Encoding::Identity, &plain, plain.len()).unwrap(),
-            plain
+            &plain[..]
         );
     }
 
