@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the configuration parser, the request path (decision, capture, copy builder,
-# outbox) and the comparison of answers (JSON, decoding) with cargo-fuzz (libFuzzer,
-# nightly). Bounded: SECONDS per target.
+# outbox), the comparison of answers (JSON, decoding) and W3C baggage (read, rewritten)
+# with cargo-fuzz (libFuzzer, nightly). Bounded: SECONDS per target.
 #   scripts/fuzz.sh          # 15 s per target (what scripts/test.sh runs)
 #   scripts/fuzz.sh 1800     # a long run: 30 min per target
 # New interesting inputs accumulate in fuzz/corpus/ (not committed); a crash leaves its
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 seconds="${1:-15}"
 cd fuzz
-for target in config request compare; do
+for target in config request compare baggage; do
   mkdir -p "corpus/$target"
   echo "fuzz: $target for ${seconds}s"
   log="$(mktemp)"

@@ -122,9 +122,14 @@ fn print_text(plan: &Plan, method: &str, path: &str, authority: &str, explanatio
                 lanes.header, explanation.lane_detail
             ),
             None => println!(
-                "lane: none ({} not set; {})",
+                "lane: none ({} removed; {})",
                 lanes.header, explanation.lane_detail
             ),
+        }
+        match &explanation.baggage {
+            Some(Some(list)) => println!("baggage: {list}"),
+            Some(None) => println!("baggage: none"),
+            None => {}
         }
     }
     for (verdict, target) in explanation.targets.iter().zip(&plan.targets) {

@@ -102,6 +102,12 @@ fn sample_lanes(plan: &Plan, keys: &[Vec<u8>]) -> u8 {
         eprintln!("traffic-mirror sample: the configuration has no lanes");
         return 2;
     };
+    if lanes.assign().is_none() {
+        eprintln!(
+            "traffic-mirror sample: the configuration follows lanes from baggage and assigns none (try explain -H 'baggage: ...')"
+        );
+        return 2;
+    }
     let mut out = std::io::stdout().lock();
     let mut counts = vec![0usize; lanes.names.len()];
     let (mut none, mut random) = (0usize, 0usize);

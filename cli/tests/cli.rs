@@ -725,6 +725,92 @@ fn sample_prints_the_mirrored_keys_and_the_lanes() {
     );
 }
 
+#[test]
+fn explain_shows_the_lane_an_edge_writes_into_baggage_and_the_lane_a_hop_follows() {
+    let dir = tempdir("swimlanes");
+    let edge = dir.join("edge.json");
+    std::fs::write(
+        &edge,
+        r#"{"lanes": {"header": "x-lane", "sample_by": {"header": "x-user-id"}, "salt": "checkout-2026-11",
+            "split": [{"lane": "canary", "percent": 5}], "default": "main", "baggage": "lane"}}"#,
+    )
+    .unwrap();
+    let hop = dir.join("hop.json");
+    std::fs::write(
+        &hop,
+        r#"{"lanes": {"header": "x-lane", "baggage": "lane", "follow": ["canary", "feature-17"]}}"#,
+    )
+    .unwrap();
+    let (edge, hop) = (edge.to_str().unwrap(), hop.to_str().unwrap());
+
+    let check = run(&["check", edge, hop], b"");
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
+    assert_eq!(
+        text(&check.stdout),
+        format!(
+            "{edge}: ok (lanes canary, main (header x-lane, baggage lane))\n\
+             {hop}: ok (lanes followed canary, feature-17 (header x-lane, baggage lane))\n"
+        )
+    );
+
+    // The edge: a forged lane entry replaced, the other entries and fields kept.
+    let out = run(
+        &[
+            "explain",
+            edge,
+            "-H",
+            "x-user-id: user-6",
+            "-H",
+            "baggage: userId=alice, lane=admin",
+            "-H",
+            "baggage: k=v",
+        ],
+        b"",
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("lane: canary (x-lane: canary; bucket 30175 of header x-user-id"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("baggage: lane=canary,userId=alice,k=v\n"),
+        "{stdout}"
+    );
+
+    // A hop: the baggage lane becomes the header, or the header goes.
+    let follows = |baggage: &str| {
+        let out = run(
+            &[
+                "explain",
+                hop,
+                "-H",
+                &format!("baggage: {baggage}"),
+                "-H",
+                "x-lane: stale",
+            ],
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(0));
+        text(&out.stdout)
+    };
+    assert!(follows("a=1,lane=feature-17")
+        .contains("lane: feature-17 (x-lane: feature-17; followed from baggage lane)\n"));
+    assert!(follows("lane=admin").contains(
+        "lane: none (x-lane removed; baggage lane=admin is not a lane this hop follows)\n"
+    ));
+    assert!(follows("a=1").contains("lane: none (x-lane removed; no lane in baggage)\n"));
+    let json = run(
+        &["explain", hop, "-H", "baggage: lane=canary", "--json"],
+        b"",
+    );
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["lane"], "canary");
+
+    let sample = run(&["sample", hop, "--lanes"], b"u1\n");
+    assert_eq!(sample.status.code(), Some(2));
+    assert!(text(&sample.stderr).contains("follows lanes from baggage"));
+}
+
 fn tempdir(label: &str) -> PathBuf {
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{label}-{}", std::process::id()));

@@ -9,7 +9,7 @@ use crate::compare::{BodyMode, Compare};
 use crate::config::{Plan, Target};
 use crate::copy::copy_headers;
 use crate::decision::{decide, Gate, Mode, Sampling, TargetDecision};
-use crate::lanes::How;
+use crate::lanes::{Assign, How, BAGGAGE};
 use crate::matching::Mismatch;
 use crate::request::{HeaderList, RequestView};
 use crate::sampling::{Rng, SampleKey};
@@ -74,6 +74,9 @@ pub struct Explanation {
     pub lane: Option<String>,
     /// How the lane was decided, in words (empty without lanes).
     pub lane_detail: String,
+    /// The request's `baggage` as the filter leaves it, when it writes the lane there
+    /// (`Some(None)`: none).
+    pub baggage: Option<Option<String>>,
     /// The request is a gRPC call (by its `content-type`).
     pub grpc: bool,
     pub targets: Vec<Verdict>,
@@ -86,18 +89,39 @@ pub fn explain(plan: &Plan, request: &mut HeaderList) -> Explanation {
     let decision = decide(plan, request, &mut Rng::new(0), Mode::Explain);
     let (lane, lane_detail) = match (&plan.lanes, decision.lane) {
         (Some(lanes), Some(decided)) => {
+            let key = |assign: Option<&Assign>| {
+                assign.map_or_else(String::new, |a| key_name(&a.sample_by))
+            };
+            let baggage_key = lanes.baggage.as_deref().unwrap_or_default();
             let detail = match decided.how {
                 How::Kept => "kept the lane it arrived with (keep_incoming)".to_string(),
+                How::KeptFromBaggage => format!(
+                    "kept the lane it arrived with in baggage {baggage_key} (keep_incoming)"
+                ),
                 How::Hashed { bucket } => format!(
                     "bucket {bucket} of {} (salt {:?})",
-                    key_name(&lanes.sample_by),
-                    String::from_utf8_lossy(&lanes.salt)
+                    key(lanes.assign()),
+                    lanes
+                        .assign()
+                        .map(|a| String::from_utf8_lossy(&a.salt).into_owned())
+                        .unwrap_or_default()
                 ),
-                How::MissingKey => format!("no {}: the default lane", key_name(&lanes.sample_by)),
+                How::MissingKey => format!("no {}: the default lane", key(lanes.assign())),
                 How::Random { .. } => format!(
                     "no {}: drawn at random for each request",
-                    key_name(&lanes.sample_by)
+                    key(lanes.assign())
                 ),
+                How::Followed => format!("followed from baggage {baggage_key}"),
+                How::NotFollowed { unknown: true } => format!(
+                    "baggage {baggage_key}={} is not a lane this hop follows",
+                    lanes
+                        .baggage_lane(request)
+                        .map(|v| String::from_utf8_lossy(&v).into_owned())
+                        .unwrap_or_default()
+                ),
+                How::NotFollowed { unknown: false } => {
+                    format!("no {baggage_key} in baggage")
+                }
             };
             let lane = if decided.how == How::Kept {
                 request
@@ -161,9 +185,19 @@ pub fn explain(plan: &Plan, request: &mut HeaderList) -> Explanation {
             }
         })
         .collect();
+    let baggage = plan
+        .lanes
+        .as_ref()
+        .filter(|lanes| lanes.baggage.is_some() && lanes.assign().is_some())
+        .map(|_| {
+            request
+                .joined_header(BAGGAGE)
+                .map(|list| String::from_utf8_lossy(&list).into_owned())
+        });
     Explanation {
         lane,
         lane_detail,
+        baggage,
         grpc: decision.grpc,
         targets,
     }

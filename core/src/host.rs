@@ -294,14 +294,24 @@ impl<H: Host> Env<H> {
         })
     }
 
-    /// Sets a header (`Some`) or removes it (`None`).
-    pub fn write_header(&mut self, map: MapType, name: &str, value: Option<&[u8]>, what: &str) {
+    /// Sets a header (`Some`) or removes it (`None`); whether the host did.
+    pub fn write_header(
+        &mut self,
+        map: MapType,
+        name: &str,
+        value: Option<&[u8]>,
+        what: &str,
+    ) -> bool {
         let written = match value {
             Some(value) => self.host.replace_header(map, name, value),
             None => self.host.remove_header(map, name),
         };
-        if let Err(status) = written {
-            self.failed(what, status);
+        match written {
+            Ok(()) => true,
+            Err(status) => {
+                self.failed(what, status);
+                false
+            }
         }
     }
 

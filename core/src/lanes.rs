@@ -10,11 +10,18 @@
 //! any other bucket gets the default lane
 //! ```
 
+use crate::baggage::{self, Rewrite};
 use crate::request::RequestView;
 use crate::sampling::{bucket, random_bucket, with_key, Rng, SampleKey};
 
 /// Most lanes a split may hold.
 pub const MAX_SPLIT: usize = 8;
+
+/// Most lanes a hop may follow.
+pub const MAX_FOLLOW: usize = 64;
+
+/// The header the lane travels in across services (W3C Baggage).
+pub const BAGGAGE: &str = "baggage";
 
 /// What a request without the key gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,15 +37,33 @@ pub enum LaneOnMissingKey {
 pub struct Lanes {
     /// Lower-case name of the header set on the request.
     pub header: String,
+    /// The `baggage` key the lane travels in across services (`lanes.baggage`).
+    pub baggage: Option<String>,
+    /// Every lane, by index: assigning, the split's in order, then the default lane;
+    /// following, `follow`'s.
+    pub names: Vec<String>,
+    pub mode: Mode,
+}
+
+/// Whether a filter assigns lanes (the edge) or follows the one in baggage (a hop).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Assign(Assign),
+    /// `lanes.follow`: the lane is read from baggage, among [`Lanes::names`].
+    Follow,
+}
+
+/// How an assigning filter puts users into lanes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assign {
     /// A header, cookie or query parameter (never random).
     pub sample_by: SampleKey,
     pub salt: Vec<u8>,
-    /// Every lane, by index: the split's in order, then the default lane.
-    pub names: Vec<String>,
     /// Where each lane of the split ends: lane `i` holds the buckets from `ends[i - 1]`
     /// (0 for the first) up to, not including, `ends[i]`.
     pub ends: Vec<u32>,
-    /// The default lane's index in `names`; `None`: no lane (the header is not set).
+    /// The default lane's index in [`Lanes::names`]; `None`: no lane (the header is not
+    /// set).
     pub default: Option<usize>,
     pub on_missing_key: LaneOnMissingKey,
     pub keep_incoming: bool,
@@ -53,8 +78,15 @@ pub enum How {
     MissingKey,
     /// No key: a random bucket.
     Random { bucket: u32 },
-    /// It arrived with a lane and keeps it (`keep_incoming`).
+    /// It arrived with a lane in the header and keeps it (`keep_incoming`).
     Kept,
+    /// It arrived with a lane of the configuration in baggage and keeps it
+    /// (`keep_incoming`).
+    KeptFromBaggage,
+    /// Following: baggage names a lane of `follow`.
+    Followed,
+    /// Following: baggage names no lane (`unknown`: it names one that is not followed).
+    NotFollowed { unknown: bool },
 }
 
 /// A request's lane: an index into [`Lanes::names`] (`None`: no lane; or, when kept, a
@@ -66,26 +98,74 @@ pub struct LaneDecision {
 }
 
 impl Lanes {
-    /// The lane of a bucket (the normative rule, docs/specification.md).
+    /// How this filter assigns lanes; `None` for a hop that follows them.
+    pub fn assign(&self) -> Option<&Assign> {
+        match &self.mode {
+            Mode::Assign(assign) => Some(assign),
+            Mode::Follow => None,
+        }
+    }
+
+    /// The lane of a bucket (the normative rule, docs/specification.md); `None` for a
+    /// hop, which hashes nothing.
     pub fn lane_of(&self, bucket: u32) -> Option<usize> {
-        self.ends
+        let assign = self.assign()?;
+        assign
+            .ends
             .iter()
             .position(|&end| bucket < end)
-            .or(self.default)
+            .or(assign.default)
+    }
+
+    fn index(&self, name: &[u8]) -> Option<usize> {
+        self.names.iter().position(|n| n.as_bytes() == name)
+    }
+
+    /// The lane named in the request's baggage (every `baggage` field read), decoded.
+    pub fn baggage_lane(&self, request: &mut impl RequestView) -> Option<Vec<u8>> {
+        let key = self.baggage.as_deref()?;
+        let list = request.joined_header(BAGGAGE)?;
+        baggage::find(&list, key)
     }
 
     /// Decides a request's lane, without changing the request.
     pub fn decide(&self, request: &mut impl RequestView, rng: &mut Rng) -> LaneDecision {
-        if self.keep_incoming {
+        let assign = match &self.mode {
+            Mode::Assign(assign) => assign,
+            Mode::Follow => {
+                return match self.baggage_lane(request) {
+                    Some(name) => match self.index(&name) {
+                        Some(lane) => LaneDecision {
+                            lane: Some(lane),
+                            how: How::Followed,
+                        },
+                        None => LaneDecision {
+                            lane: None,
+                            how: How::NotFollowed { unknown: true },
+                        },
+                    },
+                    None => LaneDecision {
+                        lane: None,
+                        how: How::NotFollowed { unknown: false },
+                    },
+                };
+            }
+        };
+        if assign.keep_incoming {
             if let Some(incoming) = request.header(&self.header).filter(|v| !v.is_empty()) {
-                let lane = self.names.iter().position(|n| n.as_bytes() == incoming);
                 return LaneDecision {
-                    lane,
+                    lane: self.index(incoming),
                     how: How::Kept,
                 };
             }
+            if let Some(lane) = self.baggage_lane(request).and_then(|n| self.index(&n)) {
+                return LaneDecision {
+                    lane: Some(lane),
+                    how: How::KeptFromBaggage,
+                };
+            }
         }
-        match with_key(&self.sample_by, request, |key| bucket(&self.salt, key)) {
+        match with_key(&assign.sample_by, request, |key| bucket(&assign.salt, key)) {
             Some(bucket) => self.decision(How::Hashed { bucket }),
             None => self.decide_key(None, rng),
         }
@@ -94,11 +174,17 @@ impl Lanes {
     /// The lane of a key (`None`: missing, which gets the default lane or a random one).
     /// (The command's `sample --lanes` decides its keys with this.)
     pub fn decide_key(&self, key: Option<&[u8]>, rng: &mut Rng) -> LaneDecision {
+        let Some(assign) = self.assign() else {
+            return LaneDecision {
+                lane: None,
+                how: How::NotFollowed { unknown: false },
+            };
+        };
         let how = match key {
             Some(key) => How::Hashed {
-                bucket: bucket(&self.salt, key),
+                bucket: bucket(&assign.salt, key),
             },
-            None => match self.on_missing_key {
+            None => match assign.on_missing_key {
                 LaneOnMissingKey::Default => How::MissingKey,
                 LaneOnMissingKey::Random => How::Random {
                     bucket: random_bucket(rng.next_u64()),
@@ -111,22 +197,36 @@ impl Lanes {
     fn decision(&self, how: How) -> LaneDecision {
         let lane = match how {
             How::Hashed { bucket } | How::Random { bucket } => self.lane_of(bucket),
-            How::MissingKey | How::Kept => self.default,
+            _ => self.assign().and_then(|assign| assign.default),
         };
         LaneDecision { lane, how }
     }
 
-    /// Writes a request's lane on it: sets the header, or removes it for no lane; a kept
-    /// lane is left as it arrived.
+    /// Writes a request's lane on it: sets the header, or removes it for no lane (a lane
+    /// kept in the header is left as it arrived); an assigning filter with `baggage`
+    /// writes the lane into baggage too (a lane kept from baggage is left there as it
+    /// arrived). A header that already says so is not written again.
     pub fn write(&self, decision: &LaneDecision, request: &mut impl RequestView) {
-        if decision.how == How::Kept {
-            return;
-        }
         let name = decision
             .lane
             .and_then(|lane| self.names.get(lane))
             .map(String::as_bytes);
-        request.set_header(&self.header, name);
+        if decision.how != How::Kept {
+            let current = request.joined_header(&self.header);
+            if current.as_deref() != name {
+                request.set_header(&self.header, name);
+            }
+        }
+        let key = match (&self.mode, &self.baggage) {
+            (Mode::Assign(_), Some(key)) if decision.how != How::KeptFromBaggage => key,
+            _ => return,
+        };
+        let list = request.joined_header(BAGGAGE).unwrap_or_default();
+        match baggage::with_entry(&list, key, name) {
+            Rewrite::Unchanged => {}
+            Rewrite::Set(list) => request.set_header(BAGGAGE, Some(&list)),
+            Rewrite::Remove => request.set_header(BAGGAGE, None),
+        }
     }
 
     /// A lane's name.
@@ -194,7 +294,7 @@ mod tests {
     fn users_land_where_the_normative_rule_puts_them() {
         let lanes = lanes("");
         assert_eq!(lanes.names, ["canary", "beta", "stable"]);
-        assert_eq!(lanes.ends, [50_000, 150_000]);
+        assert_eq!(lanes.assign().unwrap().ends, [50_000, 150_000]);
         for &(key, expected_bucket, expected_lane) in VECTORS {
             let decision = lanes.decide(&mut user(key), &mut Rng::new(1));
             assert_eq!(
@@ -220,7 +320,10 @@ mod tests {
                 {"lane": "b", "percent": 37.4999}, {"lane": "c", "percent": 0.0001}]"#,
             "",
         );
-        assert_eq!(lanes.ends, [125_000, 125_000, 499_999, 500_000]);
+        assert_eq!(
+            lanes.assign().unwrap().ends,
+            [125_000, 125_000, 499_999, 500_000]
+        );
         let name = |bucket| lanes.lane_of(bucket).and_then(|l| lanes.name(l));
         for (bucket, lane) in [
             (0, "a"),
@@ -238,7 +341,7 @@ mod tests {
             r#"[{"lane": "a", "percent": 33.3}, {"lane": "b", "percent": 33.3}, {"lane": "c", "percent": 33.4}]"#,
             "",
         );
-        assert_eq!(full.ends, [333_000, 666_000, 1_000_000]);
+        assert_eq!(full.assign().unwrap().ends, [333_000, 666_000, 1_000_000]);
         assert_eq!(full.lane_of(999_999).and_then(|l| full.name(l)), Some("c"));
     }
 
@@ -382,5 +485,147 @@ mod tests {
                 "{sample_by}"
             );
         }
+    }
+
+    fn baggage_of(request: &mut HeaderList) -> Option<String> {
+        request
+            .joined_header(BAGGAGE)
+            .map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_edge_writes_the_lane_into_baggage_and_trusts_none_it_receives() {
+        let lanes = lanes(r#", "baggage": "lane""#);
+        // user-6 is in canary: the lane is written first, every other entry kept.
+        let mut request = user("user-6");
+        request
+            .headers
+            .push(("baggage".into(), b"userId=alice;p=1, lane=forged".to_vec()));
+        request.headers.push(("baggage".into(), b"b=2".to_vec()));
+        let decision = assign(&lanes, &mut request);
+        assert_eq!(decision.how, How::Hashed { bucket: 30_175 });
+        assert_eq!(request.header("x-lane"), Some(&b"canary"[..]));
+        assert_eq!(
+            baggage_of(&mut request).as_deref(),
+            Some("lane=canary,userId=alice;p=1,b=2")
+        );
+        assert_eq!(
+            request
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "baggage")
+                .count(),
+            1,
+            "one field"
+        );
+        // No baggage yet: one is started.
+        let mut request = user("bob");
+        assign(&lanes, &mut request);
+        assert_eq!(baggage_of(&mut request).as_deref(), Some("lane=stable"));
+        // No lane: the entry goes, and the header with it when nothing else is left.
+        let json = r#"{"lanes": {"header": "x-lane", "sample_by": {"header": "x-user-id"},
+                       "salt": "s", "split": [{"lane": "canary", "percent": 0}], "baggage": "lane"}}"#;
+        let none = parse(json.as_bytes()).unwrap().lanes.unwrap();
+        let mut request = user("bob");
+        request
+            .headers
+            .push(("baggage".into(), b"lane=canary".to_vec()));
+        request.headers.push(("x-lane".into(), b"canary".to_vec()));
+        assign(&none, &mut request);
+        assert_eq!(request.header("x-lane"), None);
+        assert_eq!(baggage_of(&mut request), None);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn keep_incoming_keeps_a_baggage_lane_of_the_configuration() {
+        let lanes = lanes(r#", "baggage": "lane", "keep_incoming": true"#);
+        // bob hashes to stable; his baggage says beta, a lane of the split: kept.
+        let mut request = user("bob");
+        request
+            .headers
+            .push(("baggage".into(), b"a=1,lane=beta".to_vec()));
+        let decision = assign(&lanes, &mut request);
+        assert_eq!(decision.how, How::KeptFromBaggage);
+        assert_eq!(request.header("x-lane"), Some(&b"beta"[..]));
+        assert_eq!(baggage_of(&mut request).as_deref(), Some("a=1,lane=beta"));
+        // A lane the configuration does not have is not kept: bob's own is written.
+        let mut request = user("bob");
+        request
+            .headers
+            .push(("baggage".into(), b"lane=admin".to_vec()));
+        let decision = assign(&lanes, &mut request);
+        assert!(matches!(decision.how, How::Hashed { .. }));
+        assert_eq!(baggage_of(&mut request).as_deref(), Some("lane=stable"));
+        // A kept header lane travels on in baggage.
+        let mut request = user("bob");
+        request.headers.push(("x-lane".into(), b"canary".to_vec()));
+        let decision = assign(&lanes, &mut request);
+        assert_eq!(decision.how, How::Kept);
+        assert_eq!(baggage_of(&mut request).as_deref(), Some("lane=canary"));
+    }
+
+    fn hop() -> Lanes {
+        let json = r#"{"lanes": {"header": "x-lane", "baggage": "lane", "follow": ["feature-17", "canary"]}}"#;
+        parse(json.as_bytes()).unwrap().lanes.unwrap()
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_hop_follows_the_baggage_lane_and_removes_the_header_otherwise() {
+        let lanes = hop();
+        assert_eq!(lanes.mode, Mode::Follow);
+        let follow = |headers: &[(&str, &[u8])]| {
+            let mut request = HeaderList::new(headers);
+            let decision = assign(&lanes, &mut request);
+            let header = request
+                .header("x-lane")
+                .map(|v| String::from_utf8(v.to_vec()).unwrap());
+            (decision, header, baggage_of(&mut request))
+        };
+        let (decision, header, baggage) = follow(&[("baggage", b"k=v, lane=canary")]);
+        assert_eq!(
+            decision,
+            LaneDecision {
+                lane: Some(1),
+                how: How::Followed
+            }
+        );
+        assert_eq!(header.as_deref(), Some("canary"));
+        assert_eq!(
+            baggage.as_deref(),
+            Some("k=v, lane=canary"),
+            "baggage is left as it is"
+        );
+        // Every field is read, and the stale header replaced.
+        let (decision, header, _) = follow(&[
+            ("baggage", b"k=v"),
+            ("x-lane", b"canary"),
+            ("baggage", b"lane=feature-17"),
+        ]);
+        assert_eq!(decision.how, How::Followed);
+        assert_eq!(header.as_deref(), Some("feature-17"));
+        // A lane not followed, or none: the header goes.
+        let (decision, header, _) = follow(&[("baggage", b"lane=admin"), ("x-lane", b"canary")]);
+        assert_eq!(
+            decision,
+            LaneDecision {
+                lane: None,
+                how: How::NotFollowed { unknown: true }
+            }
+        );
+        assert_eq!(header, None);
+        let (decision, header, _) = follow(&[("x-lane", b"canary")]);
+        assert_eq!(
+            decision,
+            LaneDecision {
+                lane: None,
+                how: How::NotFollowed { unknown: false }
+            }
+        );
+        assert_eq!(header, None);
+        // Percent-decoded, first entry wins, malformed ones skipped.
+        let (decision, _, _) = follow(&[("baggage", b"lane=can%61ry,lane=feature-17")]);
+        assert_eq!(decision.lane, Some(1));
+        let (decision, _, _) = follow(&[("baggage", b"lane=%zz,lane=feature-17")]);
+        assert_eq!(decision.lane, Some(0));
     }
 }

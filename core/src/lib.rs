@@ -5,11 +5,13 @@
 //! code without a host.
 //!
 //! A request's whole way is [`lifecycle`]. Its steps: [`decision`] (the value a request's
-//! headers decide: the lane, [`lanes`]; `CONNECT`, upgrades and the loop header; each
-//! target's [`matching`], [`sampling`] and declared length), counted through the
-//! [`stats`] catalog; [`capture`] (the body, against [`budget`]); [`copy`] (the copy's
-//! headers, in the host's map format, [`wire`]); [`outbox`] (the limits, [`limits`], and
-//! the copies in flight, in an [`id_map`]); [`retirement`] (a replaced configuration's).
+//! headers decide: the lane, [`lanes`], which may travel in W3C [`baggage`]; `CONNECT`,
+//! upgrades and the loop header; each target's [`matching`], [`sampling`] and declared
+//! length), counted through the [`stats`] catalog; [`capture`] (the body, against
+//! [`budget`]); [`copy`] (the copy's headers, in the host's map format, [`wire`]);
+//! [`outbox`] (the limits, [`limits`], and the copies in flight, in an [`id_map`]);
+//! [`retirement`] (a replaced configuration's); [`compare`] and [`comparison`] (a copy's
+//! answer against the primary's response).
 //! [`host`] is what the filter asks of its host and how it treats its failures;
 //! [`request`] reads a request's headers; [`config`] parses and compiles the
 //! configuration; [`log_throttle`] keeps failures from flooding the log; [`suggest`]
@@ -18,6 +20,7 @@
 //! `testing` (feature `testing`) is a fake host that records every call, and a driver
 //! that plays Envoy's part, for tests, fuzzing and the emulator.
 
+pub mod baggage;
 pub mod budget;
 pub mod capture;
 pub mod compare;

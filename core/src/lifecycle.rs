@@ -108,11 +108,16 @@ impl Root {
     /// Counts what a request's headers decided: its lane, and each target's counters.
     fn count_decision(&self, decision: &Decision<'_>, env: &mut Env<impl Host>) {
         if let Some(lane) = &decision.lane {
+            let stat = match lane.how {
+                How::Kept | How::KeptFromBaggage => LaneStat::Kept,
+                How::Followed => LaneStat::Followed,
+                How::NotFollowed { unknown: true } => {
+                    self.stats.count_unknown_lane(env);
+                    LaneStat::Followed
+                }
+                _ => LaneStat::Assigned,
+            };
             if let Some(index) = lane.lane {
-                let stat = match lane.how {
-                    How::Kept => LaneStat::Kept,
-                    _ => LaneStat::Assigned,
-                };
                 self.stats.count_lane(index, stat, env);
             }
         }

@@ -13,6 +13,9 @@ pub trait RequestView {
     fn path(&mut self) -> &[u8];
     /// The first value of a header, by lower-case name.
     fn header(&mut self, name: &str) -> Option<&[u8]>;
+    /// Every value of a header, by lower-case name, joined by `,` (a header sent in
+    /// several fields, as `baggage` may be); `None` when absent.
+    fn joined_header(&mut self, name: &str) -> Option<Vec<u8>>;
     /// The whole header map in arrival order, serialized as the host hands it out
     /// (see [`crate::wire`]): read only for a request that is being copied.
     fn header_map(&mut self) -> Vec<u8>;
@@ -23,7 +26,10 @@ pub trait RequestView {
 
 /// The request headers as the filter reads them from the host: the whole map, read
 /// once at the first need (one host call where looking headers up one by one took four or
-/// more), then looked up in the VM; read again after the filter writes a header.
+/// more), then looked up in the VM. What the filter writes is written into the map held
+/// as the host writes it (every field of the name replaced by one at the end), so the map
+/// is not read again; if the host refuses a write, the map is read again at the next
+/// need.
 pub struct HostRequest<'e, H> {
     env: &'e mut Env<H>,
     /// The map as the host serialized it (see [`crate::wire`]).
@@ -62,14 +68,21 @@ impl<H: Host> RequestView for HostRequest<'_, H> {
         self.first(name)
     }
 
+    fn joined_header(&mut self, name: &str) -> Option<Vec<u8>> {
+        wire::joined(self.map(), name.as_bytes())
+    }
+
     fn set_header(&mut self, name: &str, value: Option<&[u8]>) {
-        self.env.write_header(
+        let written = self.env.write_header(
             MapType::RequestHeaders,
             name,
             value,
             "writing the lane header",
         );
-        self.map = None;
+        self.map = match (written, self.map.take()) {
+            (true, Some(map)) => wire::with_header(&map, name.as_bytes(), value),
+            _ => None,
+        };
     }
 
     fn header_map(&mut self) -> Vec<u8> {
@@ -117,6 +130,20 @@ impl RequestView for HeaderList {
 
     fn header(&mut self, name: &str) -> Option<&[u8]> {
         self.first(name)
+    }
+
+    fn joined_header(&mut self, name: &str) -> Option<Vec<u8>> {
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice());
+        let mut out = values.next()?.to_vec();
+        for value in values {
+            out.push(b',');
+            out.extend_from_slice(value);
+        }
+        Some(out)
     }
 
     fn set_header(&mut self, name: &str, value: Option<&[u8]>) {

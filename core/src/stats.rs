@@ -5,6 +5,7 @@
 use crate::compare::CompareResult;
 use crate::config::Plan;
 use crate::host::{Env, Host, MetricType, Status};
+use crate::lanes::Mode;
 
 /// The per-target counters of the specification (docs/specification.md), in the order
 /// of their table in docs/metrics.md.
@@ -147,15 +148,30 @@ pub enum LaneStat {
     Assigned,
     /// Requests that arrived carrying the lane's name and kept it (`keep_incoming`).
     Kept,
+    /// A hop's requests given the lane from baggage (`follow`).
+    Followed,
 }
 
+/// The metric name of a hop's counter of requests whose baggage named a lane it does
+/// not follow.
+pub const LANES_UNKNOWN: &str = "traffic_lanes.unknown";
+
 impl LaneStat {
-    pub const ALL: [LaneStat; 2] = [LaneStat::Assigned, LaneStat::Kept];
+    pub const ALL: [LaneStat; 3] = [LaneStat::Assigned, LaneStat::Kept, LaneStat::Followed];
+
+    /// The counters each lane has: an assigning filter's, or a hop's.
+    pub fn of(mode: &Mode) -> &'static [LaneStat] {
+        match mode {
+            Mode::Assign(_) => &[LaneStat::Assigned, LaneStat::Kept],
+            Mode::Follow => &[LaneStat::Followed],
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             LaneStat::Assigned => "assigned",
             LaneStat::Kept => "kept",
+            LaneStat::Followed => "followed",
         }
     }
 
@@ -271,7 +287,10 @@ pub struct Stats {
     grpc: Vec<[Option<u32>; GRPC_STATUS_CODES]>,
     /// Target names, for the gRPC status counters defined later.
     names: Vec<String>,
-    lanes: Vec<[u32; LaneStat::ALL.len()]>,
+    /// Each lane's counters, those of its configuration's mode ([`LaneStat::of`]).
+    lanes: Vec<[Option<u32>; LaneStat::ALL.len()]>,
+    /// A hop's [`LANES_UNKNOWN`].
+    lanes_unknown: Option<u32>,
     /// A comparing target's `compare.<result>` counters.
     compare: Vec<Option<[u32; CompareResult::ALL.len()]>>,
     /// A comparing target's counters of body differences by JSON path, each defined when
@@ -326,14 +345,23 @@ impl Stats {
                 }
             });
         }
-        let names = plan.lanes.as_ref().map_or(&[][..], |l| l.names.as_slice());
-        let mut lanes = Vec::with_capacity(names.len());
-        for name in names {
-            let mut ids = [0u32; LaneStat::ALL.len()];
-            for (id, stat) in ids.iter_mut().zip(LaneStat::ALL) {
-                *id = host.define_metric(MetricType::Counter, &lane_metric_name(name, stat))?;
+        let mut lanes = Vec::new();
+        let mut lanes_unknown = None;
+        if let Some(config) = &plan.lanes {
+            for name in &config.names {
+                let mut ids = [None; LaneStat::ALL.len()];
+                for &stat in LaneStat::of(&config.mode) {
+                    if let Some(id) = ids.get_mut(stat.index()) {
+                        *id = Some(
+                            host.define_metric(MetricType::Counter, &lane_metric_name(name, stat))?,
+                        );
+                    }
+                }
+                lanes.push(ids);
             }
-            lanes.push(ids);
+            if config.mode == Mode::Follow {
+                lanes_unknown = Some(host.define_metric(MetricType::Counter, LANES_UNKNOWN)?);
+            }
         }
         Ok(Stats {
             counters,
@@ -342,6 +370,7 @@ impl Stats {
             grpc: vec![[None; GRPC_STATUS_CODES]; plan.targets.len()],
             names: plan.targets.iter().map(|t| t.name.clone()).collect(),
             lanes,
+            lanes_unknown,
             compare,
             paths: vec![PathCounters::default(); plan.targets.len()],
         })
@@ -425,7 +454,14 @@ impl Stats {
 
     /// One more in a lane's counter.
     pub fn count_lane(&self, lane: usize, stat: LaneStat, env: &mut Env<impl Host>) {
-        if let Some(&id) = self.lanes.get(lane).and_then(|ids| ids.get(stat.index())) {
+        if let Some(&Some(id)) = self.lanes.get(lane).and_then(|ids| ids.get(stat.index())) {
+            env.increment(id, 1);
+        }
+    }
+
+    /// A hop's request whose baggage named a lane it does not follow.
+    pub fn count_unknown_lane(&self, env: &mut Env<impl Host>) {
+        if let Some(id) = self.lanes_unknown {
             env.increment(id, 1);
         }
     }

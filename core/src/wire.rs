@@ -59,6 +59,35 @@ pub fn first<'a>(bytes: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     None
 }
 
+/// Every value of the headers named `name`, in order, joined by `,` (as HTTP reads a
+/// header sent in several fields); `None` when there is none or the map is malformed.
+pub fn joined(bytes: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for (this, value) in parse(bytes)? {
+        if this == name {
+            match &mut out {
+                Some(out) => {
+                    out.push(b',');
+                    out.extend_from_slice(value);
+                }
+                None => out = Some(value.to_vec()),
+            }
+        }
+    }
+    out
+}
+
+/// The map with every header named `name` removed and, with a value, one added at its
+/// end: what the host's replace (and remove) does to it. `None` if it is malformed.
+pub fn with_header(bytes: &[u8], name: &[u8], value: Option<&[u8]>) -> Option<Vec<u8>> {
+    let mut pairs = parse(bytes)?;
+    pairs.retain(|(this, _)| *this != name);
+    if let Some(value) = value {
+        pairs.push((name, value));
+    }
+    Some(serialize(&pairs))
+}
+
 /// Serializes pairs into one buffer, allocated once.
 pub fn serialize(pairs: &[Pair<'_>]) -> Vec<u8> {
     let size = 4 + pairs
@@ -129,6 +158,26 @@ mod tests {
         assert_eq!(first(&[], b":method"), None);
         assert_eq!(first(&map[..map.len() - 3], b"empty"), None, "truncated");
         assert_eq!(first(&[9, 0, 0, 0], b"x"), None);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_header_in_several_fields_reads_as_one_and_is_replaced_as_one() {
+        let map = serialize(&[
+            (b"baggage", b"a=1"),
+            (b":path", b"/"),
+            (b"baggage", b"lane=x, b=2"),
+        ]);
+        assert_eq!(joined(&map, b"baggage").unwrap(), b"a=1,lane=x, b=2");
+        assert_eq!(joined(&map, b":path").unwrap(), b"/");
+        assert_eq!(joined(&map, b"absent"), None);
+        let replaced = with_header(&map, b"baggage", Some(b"lane=y")).unwrap();
+        assert_eq!(
+            parse(&replaced).unwrap(),
+            vec![(&b":path"[..], &b"/"[..]), (b"baggage", b"lane=y")]
+        );
+        let removed = with_header(&map, b"baggage", None).unwrap();
+        assert_eq!(parse(&removed).unwrap(), vec![(&b":path"[..], &b"/"[..])]);
+        assert_eq!(with_header(&[9, 0, 0, 0], b"x", None), None);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::fmt;
 
 use crate::compare::Compare;
-use crate::lanes::Lanes;
+use crate::lanes::{Lanes, Mode};
 use crate::matching::Match;
 use crate::sampling::SampleKey;
 
@@ -80,8 +80,17 @@ impl Plan {
             parts.push(format!("targets {}", names.join(", ")));
         }
         if let Some(lanes) = &self.lanes {
+            let verb = match lanes.mode {
+                Mode::Assign(_) => "lanes",
+                Mode::Follow => "lanes followed",
+            };
+            let baggage = lanes
+                .baggage
+                .as_ref()
+                .map(|key| format!(", baggage {key}"))
+                .unwrap_or_default();
             parts.push(format!(
-                "lanes {} (header {})",
+                "{verb} {} (header {}{baggage})",
                 lanes.names.join(", "),
                 lanes.header
             ));
@@ -428,12 +437,14 @@ mod tests {
             assert!(plan.targets.is_empty());
             let lanes = plan.lanes.unwrap();
             assert_eq!(lanes.header, "x-lane");
-            assert_eq!(lanes.sample_by, SampleKey::Cookie("uid".into()));
             assert_eq!(lanes.names, ["canary"]);
-            assert_eq!(lanes.ends, [25_000]);
-            assert_eq!(lanes.default, None);
-            assert_eq!(lanes.on_missing_key, LaneOnMissingKey::Default);
-            assert!(!lanes.keep_incoming);
+            assert_eq!(lanes.baggage, None);
+            let assign = lanes.assign().unwrap();
+            assert_eq!(assign.sample_by, SampleKey::Cookie("uid".into()));
+            assert_eq!(assign.ends, [25_000]);
+            assert_eq!(assign.default, None);
+            assert_eq!(assign.on_missing_key, LaneOnMissingKey::Default);
+            assert!(!assign.keep_incoming);
         }
         let both = parse(
             format!(r#"{{{lanes}, "targets": [{{"name": "t", "cluster": "c", "percent": 1}}]}}"#)

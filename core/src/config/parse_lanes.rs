@@ -5,11 +5,23 @@ use serde_json::Value;
 use super::fields::*;
 use super::parse_target::parse_sample_key;
 use super::{error, Result};
-use crate::lanes::{LaneOnMissingKey, Lanes, MAX_SPLIT};
+use crate::lanes::{Assign, LaneOnMissingKey, Lanes, Mode, BAGGAGE, MAX_FOLLOW, MAX_SPLIT};
 use crate::sampling::{scaled, threshold, SampleKey, BUCKETS};
 
 pub(super) const LANES_FIELDS: &[&str] = &[
     "header",
+    "sample_by",
+    "salt",
+    "split",
+    "default",
+    "on_missing_key",
+    "keep_incoming",
+    "baggage",
+    "follow",
+];
+
+/// The fields that assign lanes: none of them goes with `follow`.
+const ASSIGN_FIELDS: [&str; 6] = [
     "sample_by",
     "salt",
     "split",
@@ -36,6 +48,69 @@ pub(super) fn parse_lanes(path: &str, value: &Value, loop_header: &str) -> Resul
             &p,
             format!("header \"{header}\" is the loop_header and cannot be the lane header"),
         );
+    }
+
+    if header == BAGGAGE {
+        return error(
+            &p,
+            "\"baggage\" carries the lane across services and cannot be the lane header",
+        );
+    }
+
+    let baggage = match fields.optional("baggage") {
+        None => None,
+        Some((p, v)) => {
+            let key = string(&p, v)?;
+            if key.is_empty() || key.len() > 64 || !key.bytes().all(is_token_byte) {
+                return error(
+                    &p,
+                    format!(
+                        "must be a baggage key (1 to 64 token characters), got \"{}\"",
+                        key.escape_debug()
+                    ),
+                );
+            }
+            Some(key)
+        }
+    };
+
+    if let Some((p, v)) = fields.optional("follow") {
+        for assigning in ASSIGN_FIELDS {
+            if let Some((ap, _)) = fields.optional(assigning) {
+                return error(
+                    &ap,
+                    "not allowed beside follow: a hop follows the lane in baggage and assigns none",
+                );
+            }
+        }
+        let list = array(&p, v)?;
+        if list.is_empty() || list.len() > MAX_FOLLOW {
+            return error(
+                &p,
+                format!("must hold 1 to {MAX_FOLLOW} lanes, got {}", list.len()),
+            );
+        }
+        let mut names: Vec<String> = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            let ip = format!("{p}[{i}]");
+            let name = name(&ip, item)?;
+            if names.contains(&name) {
+                return error(&ip, format!("duplicate lane name \"{name}\""));
+            }
+            names.push(name);
+        }
+        if baggage.is_none() {
+            return error(
+                &format!("{path}.baggage"),
+                "required with follow: the baggage key the lane is read from, e.g. \"lane\"",
+            );
+        }
+        return Ok(Lanes {
+            header,
+            baggage,
+            names,
+            mode: Mode::Follow,
+        });
     }
 
     let (p, v) = fields.required("sample_by")?;
@@ -123,12 +198,15 @@ pub(super) fn parse_lanes(path: &str, value: &Value, loop_header: &str) -> Resul
     };
     Ok(Lanes {
         header,
-        sample_by,
-        salt,
+        baggage,
         names,
-        ends,
-        default,
-        on_missing_key,
-        keep_incoming,
+        mode: Mode::Assign(Assign {
+            sample_by,
+            salt,
+            ends,
+            default,
+            on_missing_key,
+            keep_incoming,
+        }),
     })
 }

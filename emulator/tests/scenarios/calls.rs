@@ -57,6 +57,102 @@ pub fn a_lanes_only_request_reads_the_map_writes_the_lane_and_counts_it<E: Expor
     );
 }
 
+/// The edge of swim lanes: the lane header and baggage written, the map read once (what
+/// is written is written into the map held, not read again for the copy).
+pub fn an_edge_writes_the_lane_and_its_baggage_and_copies_them_without_reading_again<E: Exports>(
+    envoy: Envoy<E>,
+) {
+    let mut envoy = configured(
+        envoy,
+        json!({"lanes": {"header": "x-lane", "sample_by": {"header": "x-user-id"},
+                         "salt": "s", "split": [{"lane": "canary", "percent": 100}],
+                         "baggage": "lane"},
+               "targets": [target(json!({}))]}),
+    );
+    let mut headers = get("u1");
+    headers.push(("baggage", "userId=u1, lane=forged".into()));
+    headers.push(("baggage", "k=v".into()));
+    let made = calls(&mut envoy, |envoy| {
+        envoy.complete(ROOT, &refs(&headers), &[]);
+    });
+    assert_eq!(
+        made,
+        [
+            "header_map RequestHeaders",
+            "replace_header RequestHeaders x-lane: canary",
+            "replace_header RequestHeaders baggage: lane=canary,userId=u1,k=v",
+            "increment traffic_lanes.canary.assigned +1",
+            "increment traffic_mirror.staging.requests +1",
+            "increment traffic_mirror.staging.sampled +1",
+            "now",
+            "http_call mirror",
+            "increment traffic_mirror.staging.dispatched +1",
+            "increment traffic_mirror.staging.in_flight +1",
+        ]
+    );
+    // The copy carries both, as the request now does.
+    let sent = envoy.host().sent.last().unwrap();
+    let header = |name: &str| {
+        sent.headers
+            .iter()
+            .filter(|(n, _)| n == name.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(header("x-lane"), ["canary"]);
+    assert_eq!(header("baggage"), ["lane=canary,userId=u1,k=v"]);
+}
+
+/// A hop: the lane read from baggage, the header written only when it differs.
+pub fn a_hop_reads_the_map_writes_the_followed_lane_and_counts_it<E: Exports>(envoy: Envoy<E>) {
+    let mut envoy = configured(
+        envoy,
+        json!({"lanes": {"header": "x-lane", "baggage": "lane",
+                         "follow": ["feature-17", "canary"]},
+               "targets": []}),
+    );
+    let mut request = |extra: &[(&'static str, &str)]| {
+        let mut headers = get("u1");
+        headers.extend(extra.iter().map(|(n, v)| (*n, v.to_string())));
+        calls(&mut envoy, |envoy| {
+            envoy.complete(ROOT, &refs(&headers), &[]);
+        })
+    };
+    assert_eq!(
+        request(&[("baggage", "a=1,b=2,c=3,d=4,lane=canary")]),
+        [
+            "header_map RequestHeaders",
+            "replace_header RequestHeaders x-lane: canary",
+            "increment traffic_lanes.canary.followed +1"
+        ]
+    );
+    // Already right: nothing written. Absent and not wanted: nothing removed.
+    assert_eq!(
+        request(&[("baggage", "lane=canary"), ("x-lane", "canary")]),
+        [
+            "header_map RequestHeaders",
+            "increment traffic_lanes.canary.followed +1"
+        ]
+    );
+    assert_eq!(request(&[]), ["header_map RequestHeaders"]);
+    // Stale or unknown: removed, and an unknown lane counted.
+    assert_eq!(
+        request(&[("x-lane", "canary")]),
+        [
+            "header_map RequestHeaders",
+            "remove_header RequestHeaders x-lane"
+        ]
+    );
+    assert_eq!(
+        request(&[("baggage", "lane=admin"), ("x-lane", "admin")]),
+        [
+            "header_map RequestHeaders",
+            "remove_header RequestHeaders x-lane",
+            "increment traffic_lanes.unknown +1"
+        ]
+    );
+}
+
 pub fn a_copy_is_dispatched_with_one_clock_read<E: Exports>(envoy: Envoy<E>) {
     let mut envoy = configured(envoy, json!({"targets": [target(json!({}))]}));
     let made = calls(&mut envoy, |envoy| {

@@ -53,6 +53,8 @@ macro_rules! scenarios {
 scenarios! {
     calls::an_unsampled_request_reads_the_header_map_once_and_counts_once,
     calls::a_lanes_only_request_reads_the_map_writes_the_lane_and_counts_it,
+    calls::an_edge_writes_the_lane_and_its_baggage_and_copies_them_without_reading_again,
+    calls::a_hop_reads_the_map_writes_the_followed_lane_and_counts_it,
     calls::a_copy_is_dispatched_with_one_clock_read,
     calls::an_answer_is_counted_by_its_status_latency_and_gauge,
     calls::a_request_reset_mid_body_reads_each_chunk_and_counts_incomplete,
