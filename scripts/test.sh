@@ -54,7 +54,7 @@ cargo test --release -p traffic-mirror-emulator --test memory -- --nocapture
 step "the traffic-mirror command: check over every shipped config, and its tests (no Envoy)"
 cargo build --quiet --release -p traffic-mirror-cli
 target/release/traffic-mirror check envoy/envoy.yaml envoy/sidecar.yaml envoy/lanes.yaml envoy/grpc.yaml \
-  envoy/compare.yaml envoy/compose/envoy.yaml envoy/compose/sidecar-envoy.yaml envoy/istio/*.yaml
+  envoy/compare.yaml envoy/swimlanes.yaml envoy/compose/envoy.yaml envoy/compose/sidecar-envoy.yaml envoy/istio/*.yaml
 cargo test -p traffic-mirror-cli --test cli
 
 step "shipped Envoy config passes envoy --mode validate"
@@ -63,6 +63,7 @@ step "shipped Envoy config passes envoy --mode validate"
 "$ENVOY_BIN" --mode validate -c envoy/lanes.yaml -l error
 "$ENVOY_BIN" --mode validate -c envoy/grpc.yaml -l error
 "$ENVOY_BIN" --mode validate -c envoy/compare.yaml -l error
+"$ENVOY_BIN" --mode validate -c envoy/swimlanes.yaml -l error
 
 step "deployment manifests: every Envoy config (compose paths mapped), Istio WasmPlugins (CRD schema + CEL, pluginConfig in the module), docker-compose (compose-spec)"
 .venv/bin/python tests/deploy/check_manifests.py

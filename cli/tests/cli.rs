@@ -36,6 +36,7 @@ fn shipped() -> Vec<String> {
         "envoy/lanes.yaml".to_string(),
         "envoy/grpc.yaml".to_string(),
         "envoy/compare.yaml".to_string(),
+        "envoy/swimlanes.yaml".to_string(),
         "envoy/compose/envoy.yaml".to_string(),
         "envoy/compose/sidecar-envoy.yaml".to_string(),
     ];
@@ -89,6 +90,7 @@ fn check_passes_every_shipped_configuration() {
     }
     assert!(stdout.contains("envoy/lanes.yaml: ingress > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm: ok (lanes canary, beta, stable (header x-lane))"), "{stdout}");
     assert!(stdout.contains("envoy/istio/wasmplugin-sidecar.yaml: WasmPlugin shop/traffic-mirror: ok (targets staging)"), "{stdout}");
+    assert!(stdout.contains("envoy/swimlanes.yaml: outbound_reviews > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm: ok (lanes followed feature-17 (header x-lane, baggage lane))"), "{stdout}");
 }
 
 #[test]

@@ -44,15 +44,20 @@ struct Entry<'a> {
 
 /// The entries that are read, in order: well-formed, within the limits.
 fn entries(list: &[u8]) -> impl Iterator<Item = Entry<'_>> {
+    well_formed(list, true)
+}
+
+/// The well-formed entries, in order, within the limits or all of them.
+fn well_formed(list: &[u8], within_limits: bool) -> impl Iterator<Item = Entry<'_>> {
     let mut start = 0;
     let mut read = 0;
     std::iter::from_fn(move || loop {
-        if start > list.len() || read == MAX_ENTRIES {
+        if start > list.len() || (within_limits && read == MAX_ENTRIES) {
             return None;
         }
         let rest = list.get(start..)?;
         let end = start + rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
-        if end > MAX_BYTES {
+        if within_limits && end > MAX_BYTES {
             return None;
         }
         let raw = list.get(start..end)?;
@@ -152,17 +157,21 @@ pub enum Rewrite {
 }
 
 /// `list` with `key`'s entry set to `value` (`None`: removed). The new entry comes first,
-/// every entry read with that key is taken out, and every other byte stays as it was
-/// (other entries, their properties and whitespace, what is past the limits). Unchanged
-/// when the first entry with the key already has that value (or, to remove, there is
-/// none).
+/// every entry with that key is taken out (past the limits too: a reader that keeps the
+/// last entry of a key, as OpenTelemetry's does, must not find another), and every other
+/// byte stays as it was (other entries, their properties and whitespace). Unchanged when
+/// the list already has that one entry with the key and no other (or, to remove, none).
 pub fn with_entry(list: &[u8], key: &str, value: Option<&[u8]>) -> Rewrite {
-    if find(list, key).as_deref() == value {
+    let mut with_key = well_formed(list, false).filter(|entry| entry.key == key.as_bytes());
+    let first = with_key.next();
+    let only = with_key.next().is_none();
+    let current = first.as_ref().and_then(|entry| decode(entry.value));
+    if only && current.as_deref() == value && find(list, key).as_deref() == value {
         return Rewrite::Unchanged;
     }
     let mut rest = Vec::with_capacity(list.len());
     let mut kept_from = 0;
-    for entry in entries(list).filter(|entry| entry.key == key.as_bytes()) {
+    for entry in well_formed(list, false).filter(|entry| entry.key == key.as_bytes()) {
         rest.extend_from_slice(list.get(kept_from..entry.start).unwrap_or_default());
         // The entry and one of the commas around it.
         kept_from = entry.end + 1;
@@ -292,9 +301,20 @@ mod tests {
             set("lane=canary;p, a=1", Some("canary")),
             Rewrite::Unchanged
         );
+        assert_eq!(set("a=1,lane=canary", Some("canary")), Rewrite::Unchanged);
+        // No second entry is left for a reader that keeps the last (as OpenTelemetry's
+        // does), past the limits neither.
         assert_eq!(
-            set("lane=canary,lane=x", Some("canary")),
-            Rewrite::Unchanged
+            written("a=1, lane=canary,lane=x", Some("canary")),
+            "lane=canary,a=1"
+        );
+        let many: Vec<String> = (0..70).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(
+            written(
+                &format!("lane=canary,{},lane=x", many.join(",")),
+                Some("canary")
+            ),
+            format!("lane=canary,{}", many.join(","))
         );
     }
 

@@ -77,7 +77,7 @@ ISTIO_FAILURE_POLICY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN", "
 # circuit breakers must be sized for (the compose one is checked against its command).
 WORKERS = {"envoy/envoy.yaml": 2, "envoy/sidecar.yaml": 2, "envoy/compose/envoy.yaml": 2,
            "envoy/compose/sidecar-envoy.yaml": 2, "envoy/lanes.yaml": 2, "envoy/grpc.yaml": 2,
-           "envoy/compare.yaml": 2}
+           "envoy/compare.yaml": 2, "envoy/swimlanes.yaml": 2}
 # Envoy's default circuit breaker thresholds.
 ENVOY_DEFAULT_THRESHOLD = 1024
 DEFAULT_MAX_IN_FLIGHT = 1000
@@ -182,7 +182,7 @@ def check_envoy_configs():
     paths = shipped_envoy_configs()
     names = [os.path.relpath(p, L.REPO) for p in paths]
     for must in ("envoy/envoy.yaml", "envoy/sidecar.yaml", "envoy/compose/envoy.yaml", "envoy/lanes.yaml",
-                 "envoy/grpc.yaml", "envoy/compare.yaml"):
+                 "envoy/grpc.yaml", "envoy/compare.yaml", "envoy/swimlanes.yaml"):
         if must not in names:
             fail(f"{must} is missing (found {names})")
     # The compose testbeds' configs name the module by its path in the container.

@@ -42,6 +42,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 import envoylib as L  # noqa: E402
@@ -390,6 +391,99 @@ def check_lanes():
     print(f"     {name}: {LANE_REQUESTS} users, each at its lane's version ({counts}); traffic_lanes_assigned{{lane=...}} agrees")
 
 
+def check_swimlanes():
+    """envoy/swimlanes.yaml: a hop follows the baggage lane; a lane whose instances are down
+    falls back to main, and comes back, within the health checks' second."""
+    L.require_module()
+    name = "envoy/swimlanes.yaml"
+    cfg = L.load_yaml(os.path.join(L.REPO, "envoy", "swimlanes.yaml"))
+    (_, hf), = L.wasm_filters(cfg)
+    lanes = L.plugin_config_json(hf)["lanes"]
+    lane = lanes["follow"][0]
+    header = lanes["header"]
+    with L.Upstream("main") as main, L.Upstream(lane) as in_lane:
+        ports = {"reviews-main": main.port, f"reviews-{lane}": in_lane.port}
+        run_cfg = L.loopback_copy(cfg, ports)
+        with L.Envoy(run_cfg) as envoy:
+            def healthy(cluster):
+                stats = envoy.stats(f"?filter=^cluster\\.{re.escape(cluster)}\\.membership_healthy$")
+                return stats.strip().endswith(": 1")
+
+            L.poll("both clusters healthy", lambda: healthy("reviews-main") and healthy(f"reviews-{lane}"))
+
+            def send(i, baggage=None, extra=None):
+                headers = dict(extra or {})
+                if baggage is not None:
+                    headers["baggage"] = baggage
+                status, body = L.http("GET", f"{envoy.listener}/reviews/{i}", headers)
+                if status != 200:
+                    fail(f"{name}: /reviews/{i} got {status}")
+                return body.decode()
+
+            # Who answers what: the lane in baggage, another lane, none, a stale header.
+            cases = [
+                ("in-lane", f"userId=u1, lane={lane};p=1", None, lane),
+                ("other", "lane=admin", None, "main"),
+                ("none", "userId=u2", None, "main"),
+                ("stale", None, {header: lane}, "main"),
+            ]
+            for i, (what, baggage, extra, expected) in enumerate(cases * 5):
+                send(f"{what}-{i}", baggage, extra)
+            L.poll("every request at an upstream", lambda: len(main.records) + len(in_lane.records) == 20, timeout=5)
+            errors = []
+            for record in main.records + in_lane.records:
+                what = record["path"].split("/")[2].rsplit("-", 1)[0]
+                expected = {c[0]: c[3] for c in cases}[what]
+                at = "main" if record in main.records else lane
+                got_header = record.get("headers", {}).get(header)
+                if at != expected or got_header != (lane if expected == lane else None):
+                    errors.append(f"{record['path']} at {at} with {header}: {got_header}")
+            stats = {k: v for k, v in (line.split(": ", 1) for line in
+                     envoy.stats("?filter=^wasmcustom\\.traffic_lanes").splitlines())}
+            if stats.get(f"wasmcustom.traffic_lanes.{lane}.followed") != "5" \
+                    or stats.get("wasmcustom.traffic_lanes.unknown") != "5":
+                errors.append(f"lane stats {stats}: expected 5 followed, 5 unknown")
+            if errors:
+                fail(f"{name}: " + "; ".join(errors))
+
+            # The lane's only instance goes away: lane requests keep being answered, by
+            # main, at once (one retry on main while the health check has not seen it).
+            in_lane.__exit__(None, None, None)
+            stopped = time.monotonic()
+            served_before = len(main.records)
+            n = 0
+
+            def lane_at_main_without_retry():
+                nonlocal n
+                n += 1
+                send(f"fallback-{n}", f"lane={lane}")
+                return not healthy(f"reviews-{lane}")
+
+            L.poll("the lane's cluster to be marked unhealthy", lane_at_main_without_retry, timeout=10)
+            fallback = time.monotonic() - stopped
+            L.poll("the requests at main", lambda: len(main.records) - served_before == n, timeout=5)
+            retries = int(envoy.stats(f"?filter=^cluster\\.reviews-{lane}-or-main\\.upstream_rq_retry$")
+                          .strip().rsplit(": ", 1)[-1] or 0)
+
+            # It comes back on the same port: lane requests go back to it.
+            with L.Upstream(lane, ["--port", str(ports[f"reviews-{lane}"])]) as back:
+                started = time.monotonic()
+                m = 0
+
+                def lane_at_lane():
+                    nonlocal m
+                    m += 1
+                    send(f"back-{m}", f"lane={lane}")
+                    return any(r["path"].startswith("/reviews/back-") for r in back.records)
+
+                L.poll("lane requests back at the lane", lane_at_lane, timeout=10)
+                recovery = time.monotonic() - started
+    print(f"     {name}: baggage lane={lane} reaches reviews-{lane} with {header}: {lane}; other, "
+          f"none and stale reach main without it; followed 5, unknown 5; lane instance down: "
+          f"{n} lane requests all answered (by main; {retries} retried), health check ejected it in "
+          f"{fallback:.2f} s; back up: lane requests at the lane after {recovery:.2f} s")
+
+
 def configs():
     compose = L.load_yaml(os.path.join(L.REPO, "envoy", "docker-compose.yaml"))
     mounts = L.compose_mounts(compose, os.path.join(L.REPO, "envoy"))
@@ -439,6 +533,8 @@ def main():
          "traffic_lanes_assigned{lane=...} on /stats/prometheus", check_lanes),
         ("the gRPC config in a real Envoy with gRPC servers: a failing mirror in "
          "traffic_mirror_grpc_status{target=...,grpc_status=...}", check_grpc),
+        ("the swim-lane hop config in a real Envoy: the baggage lane followed, and main "
+         "when the lane's instances are down (the fallback timed)", check_swimlanes),
     ])
 
 

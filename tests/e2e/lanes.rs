@@ -17,11 +17,15 @@ use crate::support::{Connection, Envoy, EnvoyConfig, Received, Request, Upstream
 use crate::{assert_counters, wait_settled};
 
 const HEADER: &str = "x-lane";
-const SALT: &str = "checkout-2026-11";
+pub(crate) const SALT: &str = "checkout-2026-11";
 
 /// The normative assignment (docs/specification.md, "Lane assignment"), written out on its own: the lane of
 /// `key` under `split`, or `default`.
-fn rule_lane<'a>(key: &str, split: &[(&'a str, f64)], default: Option<&'a str>) -> Option<&'a str> {
+pub(crate) fn rule_lane<'a>(
+    key: &str,
+    split: &[(&'a str, f64)],
+    default: Option<&'a str>,
+) -> Option<&'a str> {
     let bucket = xxh64(format!("{SALT}:{key}").as_bytes(), 0) % 1_000_000;
     let t = |x: f64| (x * 10_000.0 + 0.5).floor() as u64;
     let mut sum = 0.0;

@@ -30,6 +30,7 @@ mod loop_guard;
 mod rules;
 mod rules_targets;
 mod sampling;
+mod swimlanes;
 mod updates;
 mod validate;
 
