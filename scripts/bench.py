@@ -213,6 +213,11 @@ LANES_CONFIG = {"lanes": {
     "default": "stable"}}
 
 
+# A swim-lane hop: the lane read from a baggage of 5 entries, the lane header set.
+FOLLOW_CONFIG = {"lanes": {"header": "x-lane", "baggage": "lane", "follow": ["feature-17"]}}
+FOLLOW_HEADERS = {"baggage": "userId=alice,sessionId=7f3a9c,lane=feature-17,tenant=acme,region=eu-west-1"}
+
+
 def mirror_config(percent, **extra):
     target = {"name": "bench", "cluster": "mirror", "percent": percent}
     target.update(extra)
@@ -270,7 +275,7 @@ class Envoy:
         self.log.close()
 
 
-def wrk_script(workdir, post, stop_after=None, headers=None):
+def wrk_script(workdir, post, stop_after=None, headers=None, name="browser"):
     lua = []
     for name, value in (headers or {}).items():
         lua.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
@@ -283,7 +288,7 @@ def wrk_script(workdir, post, stop_after=None, headers=None):
         lua.append("function response(status, headers, body)")
         lua.append(f"  n = n + 1; if n >= {stop_after} then wrk.thread:stop() end")
         lua.append("end")
-    path = Path(workdir) / (("post" if post else "get") + ("-browser" if headers else "") + ".lua")
+    path = Path(workdir) / (("post" if post else "get") + (f"-{name}" if headers else "") + ".lua")
     if stop_after:
         path = path.with_name(f"stop{stop_after}-{path.name}")
     path.write_text("\n".join(lua) + "\n")
@@ -331,7 +336,7 @@ def summary(values):
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-VALGRIND_KEYS = ["none", "noop", "mirror_0", "compare_0", "lanes", "mirror_100_get", "bare_mirror",
+VALGRIND_KEYS = ["none", "noop", "mirror_0", "compare_0", "lanes", "follow", "mirror_100_get", "bare_mirror",
                  "json_mirror_100", "json_compare_100",
                  "native_get", "noop@browser", "mirror_0@browser",
                  "mirror_100_get@browser", "bare_mirror@browser", "native_get@browser"]
@@ -526,6 +531,7 @@ def main():
     ours = lambda cfg: plugin_filter(MODULE, cfg)
     browser_lua = wrk_script(workdir, False, headers=BROWSER_HEADERS)
     B = BROWSER_HEADERS
+    follow_lua = wrk_script(workdir, False, headers=FOLLOW_HEADERS, name="baggage")
     # key, label, Envoy config, wrk script, the request's headers (None: wrk's own).
     configs = [
         ("none", "1. no wasm filter", yaml(), get_lua, None),
@@ -535,6 +541,8 @@ def main():
          yaml(ours(mirror_config(0, compare=compare))), get_lua, None),
         ("lanes", "3c. lanes only: every request put in one of 3 lanes (header set)",
          yaml(ours(LANES_CONFIG)), get_lua, None),
+        ("follow", "3e. a swim-lane hop: the lane followed from a baggage of 5 entries (header set)",
+         yaml(ours(FOLLOW_CONFIG)), follow_lua, FOLLOW_HEADERS),
         ("mirror_1", "4. traffic-mirror, 1 % sampled", yaml(ours(mirror_config(1))), get_lua, None),
         ("mirror_100_get", "5. traffic-mirror, 100 %, GET", yaml(ours(mirror_config(100))), get_lua, None),
         ("bare_mirror", "5b. bare proxy-wasm mirror (SDK: map read, dispatched unchanged), 100 %, GET",
@@ -582,7 +590,7 @@ def main():
                     counts[key] = instructions_per_request(text, workdir, headers, profile,
                                                            PATHS.get(key, DEFAULT_PATH))
                     best = min(counts[key])
-                    floor = "noop@browser" if headers else "noop"
+                    floor = "noop@browser" if key.endswith("@browser") else "noop"
                     base = min(counts[floor]) if floor in counts else None
                     ratio = f"{best / base:.3f}" if base else ""
                     print(f"| {label} | {best:,.0f} ({' / '.join(f'{p:,.0f}' for p in counts[key])}) | {ratio} |",
@@ -748,10 +756,13 @@ def main():
     result["floors"]["compare"] = {
         "unsampled_with_compare_vs_empty": ins["compare_0"] / ins["noop"],
         "compared_vs_mirrored_json": ins["json_compare_100"] / ins["json_mirror_100"]}
+    result["floors"]["lanes"] = {"follow_hop_vs_empty": ins["follow"] / ins["noop"]}
     c = result["floors"]["compare"]
     print(f"\ncompare: unsampled with compare configured ×{c['unsampled_with_compare_vs_empty']:.3f} "
           f"the empty filter (target 1.05); a compared GET of 4 KiB JSON ×{c['compared_vs_mirrored_json']:.3f} "
           f"the same GET mirrored without compare (target 1.5)")
+    print(f"swim lanes: a hop following the lane of a 5-entry baggage ×{ins['follow'] / ins['noop']:.3f} "
+          f"the empty filter (target 1.05)")
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nlanes only: ×{ins['lanes'] / ins['mirror_0']:.3f} "
           f"the unsampled mirror; 100 % GET ×{ins['mirror_100_get'] / ins['native_get']:.3f} native mirroring")

@@ -1,8 +1,8 @@
 //! `traffic-mirror explain` and the filter tell the same story: over generated requests
 //! (methods, paths, hosts, keys in headers, cookies and queries, declared lengths, the
-//! loop header, upgrades, incoming lanes), each target's verdict and reason in `explain`
-//! are what the filter counted and sent, and the copy `explain` shows is the copy sent,
-//! byte for byte.
+//! loop header, upgrades, incoming lanes in the header and in baggage), each target's
+//! verdict and reason in `explain` are what the filter counted and sent, the copy
+//! `explain` shows is the copy sent, byte for byte, and so is the baggage it writes.
 
 use serde_json::json;
 use traffic_mirror_core::config::parse;
@@ -77,6 +77,28 @@ fn request(rng: &mut Rng) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
     if rng.next_u64().is_multiple_of(5) {
         add("x-lane", pick(rng, &["beta", "unknown", ""]).into());
     }
+    if rng.next_u64().is_multiple_of(3) {
+        add(
+            "baggage",
+            pick(
+                rng,
+                &[
+                    "userId=7;p=1",
+                    "lane=beta",
+                    "a=1, lane=canary",
+                    "lane=%zz,b=2",
+                    "",
+                ],
+            )
+            .into(),
+        );
+        if rng.next_u64().is_multiple_of(2) {
+            add(
+                "baggage",
+                pick(rng, &["lane=stable", "k=v", "lane=admin"]).into(),
+            );
+        }
+    }
     let body = match (method, rng.next_u64() % 3) {
         ("POST" | "PUT", 0) => vec![b'a'; 5],
         ("POST" | "PUT", 1) => vec![b'b'; 50],
@@ -92,7 +114,7 @@ pub fn explain_and_the_filter_agree_on_generated_requests<E: Exports>(envoy: Env
     let configuration = json!({
     "lanes": {"header": "x-lane", "sample_by": {"header": "x-user-id"}, "salt": "lanes",
               "split": [{"lane": "canary", "percent": 20}, {"lane": "beta", "percent": 10}],
-              "default": "stable", "keep_incoming": true},
+              "default": "stable", "keep_incoming": true, "baggage": "lane"},
     "targets": [
         {"name": "by-user", "cluster": "c1", "percent": 50, "sample_by": {"header": "x-user-id"},
          "match": {"methods": ["GET", "POST"]}, "max_body_bytes": 100,
@@ -189,7 +211,11 @@ pub fn explain_and_the_filter_agree_on_generated_requests<E: Exports>(envoy: Env
                 }
             }
         }
-        // The lane: on every copy, and counted as explain says.
+        // The lane and the baggage: on every copy, and counted, as explain says.
+        let baggage = explanation
+            .baggage
+            .clone()
+            .expect("the lanes write baggage");
         for copy in &sent {
             assert_eq!(
                 copy.header("x-lane")
@@ -197,6 +223,14 @@ pub fn explain_and_the_filter_agree_on_generated_requests<E: Exports>(envoy: Env
                 explanation.lane,
                 "{what}"
             );
+            let fields: Vec<String> = copy
+                .headers
+                .iter()
+                .filter(|(n, _)| n == b"baggage")
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            let joined = (!fields.is_empty()).then(|| fields.join(","));
+            assert_eq!(joined, baggage, "{what}");
         }
         let lanes_after: Vec<i64> = ["canary", "beta", "stable"]
             .iter()
