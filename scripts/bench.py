@@ -336,10 +336,17 @@ def summary(values):
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-VALGRIND_KEYS = ["none", "noop", "mirror_0", "compare_0", "lanes", "follow", "mirror_100_get", "bare_mirror",
+VALGRIND_KEYS = ["none", "noop", "mirror_0", "compare_0", "lanes", "noop@baggage", "follow@baggage",
+                 "mirror_100_get", "bare_mirror",
                  "json_mirror_100", "json_compare_100",
                  "native_get", "noop@browser", "mirror_0@browser",
                  "mirror_100_get@browser", "bare_mirror@browser", "native_get@browser"]
+
+
+def floor_of(key):
+    """The empty filter with the same request as `key`'s: a key `x@req` is measured with
+    request `req`, and so is its floor `noop@req`."""
+    return "noop" + key[key.index("@"):] if "@" in key else "noop"
 
 
 def envoy_binary():
@@ -541,7 +548,9 @@ def main():
          yaml(ours(mirror_config(0, compare=compare))), get_lua, None),
         ("lanes", "3c. lanes only: every request put in one of 3 lanes (header set)",
          yaml(ours(LANES_CONFIG)), get_lua, None),
-        ("follow", "3e. a swim-lane hop: the lane followed from a baggage of 5 entries (header set)",
+        ("noop@baggage", "2. empty proxy-wasm filter, the hop's request (a baggage of 5 entries)",
+         yaml(plugin_filter(NOOP, None)), follow_lua, FOLLOW_HEADERS),
+        ("follow@baggage", "3e. a swim-lane hop: the lane followed from a baggage of 5 entries (header set)",
          yaml(ours(FOLLOW_CONFIG)), follow_lua, FOLLOW_HEADERS),
         ("mirror_1", "4. traffic-mirror, 1 % sampled", yaml(ours(mirror_config(1))), get_lua, None),
         ("mirror_100_get", "5. traffic-mirror, 100 %, GET", yaml(ours(mirror_config(100))), get_lua, None),
@@ -590,7 +599,7 @@ def main():
                     counts[key] = instructions_per_request(text, workdir, headers, profile,
                                                            PATHS.get(key, DEFAULT_PATH))
                     best = min(counts[key])
-                    floor = "noop@browser" if key.endswith("@browser") else "noop"
+                    floor = floor_of(key)
                     base = min(counts[floor]) if floor in counts else None
                     ratio = f"{best / base:.3f}" if base else ""
                     print(f"| {label} | {best:,.0f} ({' / '.join(f'{p:,.0f}' for p in counts[key])}) | {ratio} |",
@@ -720,9 +729,9 @@ def main():
         vs_native = f"{cpu(key) / cpu(native):.2f}" if native else ""
         # A browser's request against the empty filter with the same request; there is
         # no row without a filter for it.
-        browser = key.endswith("@browser")
-        vs_none = "" if browser else f"{cpu(key) / base['none']:.2f}"
-        vs_noop = cpu(key) / (cpu("noop@browser") if browser else base["noop"])
+        other_request = "@" in key
+        vs_none = "" if other_request else f"{cpu(key) / base['none']:.2f}"
+        vs_noop = cpu(key) / (cpu(floor_of(key)) if other_request else base["noop"])
         print(f"| {label} | {fmt(c['cpu_us_per_request'])} | {vs_none} | "
               f"{vs_noop:.2f} | {vs_native} | {fmt(c['rps'], 0)} | "
               f"{fmt(c['p50_ms'], 2)} | {fmt(c['p99_ms'], 2)} |")
@@ -736,9 +745,9 @@ def main():
     ins = {k: min(v) for k, v in counts.items()}
     for key, pairs in counts.items():
         label = result["instructions_per_request"][key]["label"]
-        floor = "noop@browser" if key.endswith("@browser") else "noop"
+        floor = floor_of(key)
         print(f"| {label} | {ins[key]:,.0f} ({' / '.join(f'{p:,.0f}' for p in pairs)}) | "
-              f"{'' if key.endswith('@browser') else format(ins[key] / ins['none'], '.3f')} | "
+              f"{'' if '@' in key else format(ins[key] / ins['none'], '.3f')} | "
               f"{ins[key] / ins[floor]:.3f} |")
     print("\nAgainst the floors, both requests (instructions; CPU time beside, minimum of the rounds):\n")
     print("| request | unsampled ÷ empty filter | 100 % mirrored ÷ bare proxy-wasm mirror | 100 % mirrored ÷ native mirror |")
@@ -756,13 +765,14 @@ def main():
     result["floors"]["compare"] = {
         "unsampled_with_compare_vs_empty": ins["compare_0"] / ins["noop"],
         "compared_vs_mirrored_json": ins["json_compare_100"] / ins["json_mirror_100"]}
-    result["floors"]["lanes"] = {"follow_hop_vs_empty": ins["follow"] / ins["noop"]}
+    result["floors"]["lanes"] = {"follow_hop_vs_empty": ins["follow@baggage"] / ins["noop@baggage"]}
     c = result["floors"]["compare"]
     print(f"\ncompare: unsampled with compare configured ×{c['unsampled_with_compare_vs_empty']:.3f} "
           f"the empty filter (target 1.05); a compared GET of 4 KiB JSON ×{c['compared_vs_mirrored_json']:.3f} "
           f"the same GET mirrored without compare (target 1.5)")
-    print(f"swim lanes: a hop following the lane of a 5-entry baggage ×{ins['follow'] / ins['noop']:.3f} "
-          f"the empty filter (target 1.05)")
+    print(f"swim lanes: a hop following the lane of a 5-entry baggage "
+          f"×{result['floors']['lanes']['follow_hop_vs_empty']:.3f} the empty filter with the same request "
+          f"(target 1.05)")
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nlanes only: ×{ins['lanes'] / ins['mirror_0']:.3f} "
           f"the unsampled mirror; 100 % GET ×{ins['mirror_100_get'] / ins['native_get']:.3f} native mirroring")

@@ -90,6 +90,7 @@ fn check_passes_every_shipped_configuration() {
     }
     assert!(stdout.contains("envoy/lanes.yaml: ingress > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm: ok (lanes canary, beta, stable (header x-lane))"), "{stdout}");
     assert!(stdout.contains("envoy/istio/wasmplugin-sidecar.yaml: WasmPlugin shop/traffic-mirror: ok (targets staging)"), "{stdout}");
+    assert!(stdout.contains("envoy/istio/swimlanes-hop.yaml: WasmPlugin shop/swimlanes-hop: ok (lanes followed feature-17 (header x-lane, baggage lane))"), "{stdout}");
     assert!(stdout.contains("envoy/swimlanes.yaml: outbound_reviews > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm: ok (lanes followed feature-17 (header x-lane, baggage lane))"), "{stdout}");
 }
 

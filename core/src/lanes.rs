@@ -490,7 +490,7 @@ mod tests {
     fn baggage_of(request: &mut HeaderList) -> Option<String> {
         request
             .joined_header(BAGGAGE)
-            .map(|v| String::from_utf8(v).unwrap())
+            .map(|v| String::from_utf8(v.into_owned()).unwrap())
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -2,6 +2,8 @@
 //! request headers ([`HostRequest`]: the whole map once, at the first need), the command
 //! and the tests a plain list ([`HeaderList`]).
 
+use std::borrow::Cow;
+
 use crate::host::{Env, Host, MapType};
 use crate::wire;
 
@@ -15,7 +17,7 @@ pub trait RequestView {
     fn header(&mut self, name: &str) -> Option<&[u8]>;
     /// Every value of a header, by lower-case name, joined by `,` (a header sent in
     /// several fields, as `baggage` may be); `None` when absent.
-    fn joined_header(&mut self, name: &str) -> Option<Vec<u8>>;
+    fn joined_header(&mut self, name: &str) -> Option<Cow<'_, [u8]>>;
     /// The whole header map in arrival order, serialized as the host hands it out
     /// (see [`crate::wire`]): read only for a request that is being copied.
     fn header_map(&mut self) -> Vec<u8>;
@@ -26,19 +28,25 @@ pub trait RequestView {
 
 /// The request headers as the filter reads them from the host: the whole map, read
 /// once at the first need (one host call where looking headers up one by one took four or
-/// more), then looked up in the VM. What the filter writes is written into the map held
-/// as the host writes it (every field of the name replaced by one at the end), so the map
-/// is not read again; if the host refuses a write, the map is read again at the next
-/// need.
+/// more), then looked up in the VM. What the filter writes is kept beside the map and read
+/// in its place, so the map is not read again; it is written into the map only if a copy
+/// is made of it (as the host writes it: every field of the name replaced by one at the
+/// end). If the host refuses a write, the map is read again at the next need.
 pub struct HostRequest<'e, H> {
     env: &'e mut Env<H>,
     /// The map as the host serialized it (see [`crate::wire`]).
     map: Option<Vec<u8>>,
+    /// Headers written since the map was read: name, value (`None`: removed).
+    written: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl<'e, H: Host> HostRequest<'e, H> {
     pub fn new(env: &'e mut Env<H>) -> Self {
-        HostRequest { env, map: None }
+        HostRequest {
+            env,
+            map: None,
+            written: Vec::new(),
+        }
     }
 
     fn map(&mut self) -> &[u8] {
@@ -50,7 +58,19 @@ impl<'e, H: Host> HostRequest<'e, H> {
         })
     }
 
+    /// A header written since the map was read: `Some(value)`, `None` if not written.
+    fn written(&self, name: &str) -> Option<Option<&[u8]>> {
+        self.written
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_deref())
+    }
+
     fn first(&mut self, name: &str) -> Option<&[u8]> {
+        if self.written(name).is_some() {
+            return self.written(name).flatten();
+        }
         wire::first(self.map(), name.as_bytes())
     }
 }
@@ -68,7 +88,10 @@ impl<H: Host> RequestView for HostRequest<'_, H> {
         self.first(name)
     }
 
-    fn joined_header(&mut self, name: &str) -> Option<Vec<u8>> {
+    fn joined_header(&mut self, name: &str) -> Option<Cow<'_, [u8]>> {
+        if self.written(name).is_some() {
+            return self.written(name).flatten().map(Cow::Borrowed);
+        }
         wire::joined(self.map(), name.as_bytes())
     }
 
@@ -79,19 +102,27 @@ impl<H: Host> RequestView for HostRequest<'_, H> {
             value,
             "writing the lane header",
         );
-        self.map = match (written, self.map.take()) {
-            (true, Some(map)) => wire::with_header(&map, name.as_bytes(), value),
-            _ => None,
-        };
+        if written && self.map.is_some() {
+            self.written
+                .push((name.to_string(), value.map(<[u8]>::to_vec)));
+        } else {
+            self.map = None;
+            self.written.clear();
+        }
     }
 
     fn header_map(&mut self) -> Vec<u8> {
-        match self.map.take() {
+        let map = match self.map.take() {
             Some(map) => map,
             None => self
                 .env
                 .header_map(MapType::RequestHeaders, "reading the request header map"),
+        };
+        let mut map = map;
+        for (name, value) in std::mem::take(&mut self.written) {
+            map = wire::with_header(&map, name.as_bytes(), value.as_deref()).unwrap_or_default();
         }
+        map
     }
 }
 
@@ -132,7 +163,7 @@ impl RequestView for HeaderList {
         self.first(name)
     }
 
-    fn joined_header(&mut self, name: &str) -> Option<Vec<u8>> {
+    fn joined_header(&mut self, name: &str) -> Option<Cow<'_, [u8]>> {
         let mut values = self
             .headers
             .iter()
@@ -143,7 +174,7 @@ impl RequestView for HeaderList {
             out.push(b',');
             out.extend_from_slice(value);
         }
-        Some(out)
+        Some(Cow::Owned(out))
     }
 
     fn set_header(&mut self, name: &str, value: Option<&[u8]>) {

@@ -9,6 +9,8 @@
 //! Working on this form keeps header values as raw bytes end to end (Envoy lets bytes
 //! 0x80-0xFF through) and copies a request's headers without decoding each one.
 
+use std::borrow::Cow;
+
 /// A header as borrowed from a serialized map: name, value.
 pub type Pair<'a> = (&'a [u8], &'a [u8]);
 
@@ -59,22 +61,43 @@ pub fn first<'a>(bytes: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     None
 }
 
-/// Every value of the headers named `name`, in order, joined by `,` (as HTTP reads a
-/// header sent in several fields); `None` when there is none or the map is malformed.
-pub fn joined(bytes: &[u8], name: &[u8]) -> Option<Vec<u8>> {
-    let mut out: Option<Vec<u8>> = None;
-    for (this, value) in parse(bytes)? {
-        if this == name {
-            match &mut out {
-                Some(out) => {
-                    out.push(b',');
-                    out.extend_from_slice(value);
-                }
-                None => out = Some(value.to_vec()),
+/// The values of the headers named `name`, in order, found without allocating (none if
+/// the map is malformed).
+pub fn values<'a: 'n, 'n>(bytes: &'a [u8], name: &'n [u8]) -> impl Iterator<Item = &'a [u8]> + 'n {
+    let count = read_u32(bytes, 0).unwrap_or(0);
+    let mut at = count.saturating_mul(8).saturating_add(4);
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < count {
+            let name_len = read_u32(bytes, 4 + i * 8)?;
+            let value_len = read_u32(bytes, 8 + i * 8)?;
+            i += 1;
+            let this = bytes.get(at..at.checked_add(name_len)?)?;
+            at = at.checked_add(name_len)?.checked_add(1)?;
+            let value = bytes.get(at..at.checked_add(value_len)?)?;
+            at = at.checked_add(value_len)?.checked_add(1)?;
+            if this == name {
+                return Some(value);
             }
         }
+        None
+    })
+}
+
+/// Every value of the headers named `name`, in order, joined by `,` (as HTTP reads a
+/// header sent in several fields), borrowed when there is one; `None` when there is none.
+pub fn joined<'a>(bytes: &'a [u8], name: &[u8]) -> Option<Cow<'a, [u8]>> {
+    let mut all = values(bytes, name);
+    let first = all.next()?;
+    let Some(second) = all.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut out = first.to_vec();
+    for value in std::iter::once(second).chain(all) {
+        out.push(b',');
+        out.extend_from_slice(value);
     }
-    out
+    Some(Cow::Owned(out))
 }
 
 /// The map with every header named `name` removed and, with a value, one added at its
@@ -167,8 +190,14 @@ mod tests {
             (b":path", b"/"),
             (b"baggage", b"lane=x, b=2"),
         ]);
-        assert_eq!(joined(&map, b"baggage").unwrap(), b"a=1,lane=x, b=2");
-        assert_eq!(joined(&map, b":path").unwrap(), b"/");
+        assert_eq!(*joined(&map, b"baggage").unwrap(), *b"a=1,lane=x, b=2");
+        assert_eq!(*joined(&map, b":path").unwrap(), *b"/");
+        assert!(matches!(joined(&map, b":path"), Some(Cow::Borrowed(_))));
+        assert_eq!(
+            values(&map[..map.len() - 4], b"baggage").count(),
+            1,
+            "truncated"
+        );
         assert_eq!(joined(&map, b"absent"), None);
         let replaced = with_header(&map, b"baggage", Some(b"lane=y")).unwrap();
         assert_eq!(

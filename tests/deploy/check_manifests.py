@@ -13,6 +13,11 @@ surface, and checks that each check can fail (a deliberately broken copy must be
   choices (failStrategy, oci:// url, phase, Istio cluster names), and each pluginConfig
   rendered as Istio renders it (compact JSON, keys sorted, in a StringValue) and loaded
   by the real module in `envoy --mode validate`.
+- Istio routing for lanes (envoy/istio/*.yaml): VirtualService, DestinationRule and
+  EnvoyFilter against their CRDs' schemas and CEL rules; every lane an edge assigns routed
+  to its subset; a lane's fallback EnvoyFilter patching a lane route to the aggregate
+  cluster [lane subset, main subset], its patches applied to the routes and clusters istiod
+  builds and loaded in `envoy --mode validate`; every lane a hop follows routed.
 - Istio proxy runtime (envoy/istio/proxy-runtime/): the Deployment patch, the Gateway
   patch and the mesh-wide Helm values each set the runtime value
   http.async_response_buffer_limit to the max_answer_bytes of the WasmPlugins they serve;
@@ -51,6 +56,7 @@ CRD_PATH = os.path.join(SCHEMAS, "istio-wasmplugin-crd.yaml")
 ROUTING_CRDS = {
     "VirtualService": ("istio-virtualservice-crd.yaml", "v1"),
     "DestinationRule": ("istio-destinationrule-crd.yaml", "v1"),
+    "EnvoyFilter": ("istio-envoyfilter-crd.yaml", "v1alpha3"),
 }
 COMPOSE_SCHEMA_PATH = os.path.join(SCHEMAS, "compose-spec.json")
 ISTIO_DIR = os.path.join(L.REPO, "envoy", "istio")
@@ -347,6 +353,11 @@ CEL_RULES = {
     "duration(self) >= duration('1ms')": lambda s: go_duration(s) >= 0.001,
     "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1":
         lambda s: ("selector" in s) + ("targetRef" in s) + ("targetRefs" in s) <= 1,
+    "(has(self.workloadSelector) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1":
+        lambda s: ("workloadSelector" in s) + ("targetRefs" in s) <= 1,
+    'has(self.context) ? ((self.context == "WAYPOINT") ? has(self.waypoint) : !has(self.waypoint)) : !has(self.waypoint)':
+        lambda s: ("waypoint" in s) == (s.get("context") == "WAYPOINT"),
+    "0 < self && self <= 65535": lambda s: 0 < s <= 65535,
 }
 
 
@@ -605,7 +616,8 @@ def check_istio_validation_can_fail():
 
 
 # ---------------------------------------------------------------------------------------
-# Istio routing for lanes: VirtualService and DestinationRule
+# Istio routing for lanes: VirtualService, DestinationRule, and the EnvoyFilter of a lane's
+# fallback to main
 
 
 def routing_validators():
@@ -653,14 +665,21 @@ def lane_routing_errors(plugin, vs, dr):
     return errors
 
 
-def lanes_manifests():
-    """(file, plugin, VirtualService, DestinationRule) for each file with a lanes plugin."""
+def istio_files():
+    """{file: its documents} of envoy/istio/*.yaml."""
     by_file = {}
     for where, doc in istio_documents():
         by_file.setdefault(where.split("#")[0], []).append(doc)
+    return by_file
+
+
+def lanes_manifests():
+    """(file, plugin, VirtualService, DestinationRule) for each file with a lanes plugin
+    that assigns lanes (a hop, which follows them, is checked by follow_errors)."""
     found = []
-    for file, docs in by_file.items():
-        plugins = [d for d in docs if d.get("kind") == "WasmPlugin" and "lanes" in d["spec"].get("pluginConfig", {})]
+    for file, docs in istio_files().items():
+        plugins = [d for d in docs if d.get("kind") == "WasmPlugin"
+                   and "lanes" in d["spec"].get("pluginConfig", {}) and not hop_plugin(d)]
         if not plugins:
             continue
         kinds = {d.get("kind"): d for d in docs}
@@ -668,6 +687,147 @@ def lanes_manifests():
             fail(f"{file}: a lanes WasmPlugin without its VirtualService and DestinationRule")
         found.append((file, plugins[0], kinds["VirtualService"], kinds["DestinationRule"]))
     return found
+
+
+def hop_plugin(doc):
+    return "follow" in doc.get("spec", {}).get("pluginConfig", {}).get("lanes", {})
+
+
+def follow_errors(plugin, virtual_services):
+    """A hop runs on the calls the application makes (a sidecar cannot link them to the
+    request it received), and follows only lanes that a VirtualService routes."""
+    lanes = plugin["spec"]["pluginConfig"]["lanes"]
+    header = lanes["header"].lower()
+    errors = []
+    if [m.get("mode") for m in plugin["spec"].get("match", [])] != ["CLIENT"]:
+        errors.append("a hop must select the calls the application makes, match: [{mode: CLIENT}], "
+                      f"not {plugin['spec'].get('match')}")
+    routed = {m["headers"][header]["exact"] for vs in virtual_services for r in vs["spec"].get("http", [])
+              for m in r.get("match", []) if "exact" in m.get("headers", {}).get(header, {})}
+    for lane in lanes["follow"]:
+        if lane not in routed:
+            errors.append(f"it follows lane {lane}, which no VirtualService routes ({header}: exact {lane})")
+    return errors
+
+
+def fallback_errors(ef, vs, dr):
+    """Each route an EnvoyFilter beside lane routing patches must be a lane route of the
+    VirtualService, in the virtual host Istio names HOST:PORT, sent to a cluster the
+    EnvoyFilter adds: the aggregate of the lane's subset, then the default route's."""
+    host = dr["spec"]["host"]
+    http = vs["spec"].get("http", [])
+    routes = {r.get("name"): r for r in http if r.get("name")}
+    default = next((r for r in http if not r.get("match")), None)
+    subsets = {sub["name"] for sub in dr["spec"].get("subsets", [])}
+    patches = ef["spec"].get("configPatches", [])
+    added = {p["patch"]["value"].get("name"): p["patch"]["value"] for p in patches
+             if p.get("applyTo") == "CLUSTER" and p.get("patch", {}).get("operation") == "ADD"}
+    errors = []
+    route_patches = [(i, p) for i, p in enumerate(patches) if p.get("applyTo") == "HTTP_ROUTE"]
+    if not route_patches:
+        errors.append("patches no route")
+    for i, p in route_patches:
+        where = f"configPatches[{i}]"
+        match = p.get("match", {})
+        rc = match.get("routeConfiguration", {})
+        port = rc.get("portNumber")
+        vhost = rc.get("vhost", {})
+        if match.get("context") != "SIDECAR_OUTBOUND":
+            errors.append(f"{where}: context {match.get('context')!r}, not SIDECAR_OUTBOUND (the callers' sidecars)")
+        if vhost.get("name") != f"{host}:{port}":
+            errors.append(f"{where}: matches virtual host {vhost.get('name')!r}; Istio names the one of {host} "
+                          f"on port {port} {host}:{port}")
+        route = routes.get(vhost.get("route", {}).get("name"))
+        if route is None or not route.get("match") or default is None:
+            errors.append(f"{where}: matches route {vhost.get('route', {}).get('name')!r}, which is no lane route "
+                          f"of VirtualService {vs['metadata']['name']} (it names {sorted(routes)})")
+            continue
+        if p.get("patch", {}).get("operation") != "MERGE":
+            errors.append(f"{where}: operation {p.get('patch', {}).get('operation')}, not MERGE")
+        target = p.get("patch", {}).get("value", {}).get("route", {}).get("cluster")
+        if target not in added:
+            errors.append(f"{where}: sends the route to {target!r}, which this EnvoyFilter does not add")
+            continue
+        lane_subset = route["route"][0]["destination"].get("subset")
+        main_subset = default["route"][0]["destination"].get("subset")
+        want = [f"outbound|{port}|{sub}|{host}" for sub in (lane_subset, main_subset)]
+        cluster_type = added[target].get("cluster_type", {})
+        have = cluster_type.get("typed_config", {}).get("clusters")
+        if cluster_type.get("name") != "envoy.clusters.aggregate" or have != want:
+            errors.append(f"{where}: cluster {target} must be the aggregate of {want} (the lane's subset, then "
+                          f"the default route's), not {cluster_type.get('name')} of {have}")
+        for sub in (lane_subset, main_subset):
+            if sub not in subsets:
+                errors.append(f"DestinationRule {dr['metadata']['name']} has no subset {sub}")
+    return errors
+
+
+def proto_merge(into, value):
+    """An EnvoyFilter MERGE on JSON: messages merged field by field, repeated fields
+    appended, anything else replaced."""
+    for k, v in value.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            proto_merge(into[k], v)
+        elif isinstance(v, list) and isinstance(into.get(k), list):
+            into[k] = into[k] + copy.deepcopy(v)
+        else:
+            into[k] = copy.deepcopy(v)
+
+
+def fallback_envoy_config(ef, vs, dr):
+    """The part of a caller's sidecar the EnvoyFilter patches, as istiod builds it from the
+    VirtualService and DestinationRule (a route named after each http route, a cluster
+    outbound|PORT|SUBSET|HOST for each subset, here with one static endpoint), with the
+    EnvoyFilter's CLUSTER ADD and HTTP_ROUTE MERGE patches applied."""
+    host = dr["spec"]["host"]
+    patches = ef["spec"].get("configPatches", [])
+    port = next((p["match"]["routeConfiguration"].get("portNumber") for p in patches
+                 if p.get("applyTo") == "HTTP_ROUTE"), 80)
+    clusters = [{
+        "name": f"outbound|{port}|{sub['name']}|{host}", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": f"outbound|{port}|{sub['name']}|{host}", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+    } for sub in dr["spec"].get("subsets", [])]
+    routes = []
+    for r in vs["spec"].get("http", []):
+        match = {"prefix": "/"}
+        for m in r.get("match", []):
+            for name, value in m.get("headers", {}).items():
+                match.setdefault("headers", []).append({"name": name, "string_match": value})
+        dest = r["route"][0]["destination"]
+        routes.append({"name": r.get("name", ""), "match": match, "route": {
+            "cluster": f"outbound|{port}|{dest.get('subset', '')}|{dest['host']}",
+            "retry_policy": {"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+                             "num_retries": 2}}})
+    vhost = {"name": f"{host}:{port}", "domains": ["*"], "routes": routes}
+    for p in patches:
+        if p.get("applyTo") == "CLUSTER" and p["patch"].get("operation") == "ADD":
+            clusters.append(copy.deepcopy(p["patch"]["value"]))
+        elif p.get("applyTo") == "HTTP_ROUTE" and p["patch"].get("operation") == "MERGE":
+            name = p["match"]["routeConfiguration"].get("vhost", {}).get("route", {}).get("name")
+            for r in routes:
+                if r["name"] == name:
+                    proto_merge(r, p["patch"]["value"])
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{
+                "name": f"0.0.0.0_{port}",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "outbound",
+                        "route_config": {"name": str(port), "virtual_hosts": [vhost]},
+                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                    },
+                }]}],
+            }],
+            "clusters": clusters,
+        },
+    }
 
 
 def check_istio_routing():
@@ -682,17 +842,45 @@ def check_istio_routing():
     manifests = lanes_manifests()
     if not manifests:
         fail("no lanes WasmPlugin with a VirtualService and a DestinationRule in envoy/istio/")
+    files = istio_files()
     for file, plugin, vs, dr in manifests:
         errors = lane_routing_errors(plugin, vs, dr)
         if errors:
             fail(f"{file}: " + "; ".join(errors))
         print(f"     {file}: {vs['kind']} and {dr['kind']} match their CRDs (v1); every lane routes to its subset")
+        for ef in (d for d in files[file] if d.get("kind") == "EnvoyFilter"):
+            errors = fallback_errors(ef, vs, dr)
+            if errors:
+                fail(f"{file}: EnvoyFilter {ef['metadata']['name']}: " + "; ".join(errors))
+            ok, out = L.validate(fallback_envoy_config(ef, vs, dr))
+            if not ok:
+                fail(f"{file}: EnvoyFilter {ef['metadata']['name']}: the routes and clusters it patches fail "
+                     f"envoy --mode validate once patched:\n{out}")
+            print(f"     {file}: EnvoyFilter {ef['metadata']['name']} matches its CRD (v1alpha3); its lane routes go to "
+                  "the aggregate of the lane's subset and main's; patched, the routes and clusters load in Envoy")
+    virtual_services = [d for docs in files.values() for d in docs if d.get("kind") == "VirtualService"]
+    for where, doc in istio_documents():
+        if doc.get("kind") == "WasmPlugin" and hop_plugin(doc):
+            errors = follow_errors(doc, virtual_services)
+            if errors:
+                fail(f"{where}: " + "; ".join(errors))
+            print(f"     {where} ({doc['metadata']['name']}): a hop on the calls the application makes; every lane "
+                  "it follows is routed by a VirtualService")
     return checked
 
 
 def check_istio_routing_can_fail():
     validators = routing_validators()
     file, plugin, vs, dr = lanes_manifests()[0]
+    files = istio_files()
+    with_fallback = [(f, v, d, next(x for x in files[f] if x.get("kind") == "EnvoyFilter"))
+                     for f, _, v, d in lanes_manifests() if any(x.get("kind") == "EnvoyFilter" for x in files[f])]
+    if not with_fallback:
+        fail("no lane routing with a fallback EnvoyFilter in envoy/istio/")
+    _, fvs, fdr, ef = with_fallback[0]
+    hop = next((d for docs in files.values() for d in docs if d.get("kind") == "WasmPlugin" and hop_plugin(d)), None)
+    if hop is None:
+        fail("no hop WasmPlugin (lanes.follow) in envoy/istio/")
 
     def mutated(doc, fn):
         d = copy.deepcopy(doc)
@@ -704,6 +892,9 @@ def check_istio_routing_can_fail():
         ("wrong type", "is not of type", mutated(dr, lambda s: s.update(subsets={"name": "x"}))),
         ("CEL duration", "valid duration greater than 1ms", mutated(vs, lambda s: s["http"][0].update(timeout="0.1ms"))),
         ("CEL wildcard label", "wildcard not allowed", mutated(dr, lambda s: s.update(workloadSelector={"matchLabels": {"app*": "x"}}))),
+        ("EnvoyFilter enum", "'MERG' is not one of", mutated(ef, lambda s: s["configPatches"][0]["patch"].update(operation="MERG"))),
+        ("EnvoyFilter CEL one-of", "only one of targetRefs or workloadSelector", mutated(ef, lambda s: s.update(
+            workloadSelector={"labels": {"app": "x"}}, targetRefs=[{"kind": "Service", "name": "x"}]))),
     ]
     for name, expect, doc in schema_cases:
         errors = routing_errors(doc, validators)
@@ -723,6 +914,41 @@ def check_istio_routing_can_fail():
         errors = lane_routing_errors(p, v, d)
         if not any(expect in e for e in errors):
             fail(f"broken lane routing ({name}) was not refused for {expect!r}; errors: {errors}")
+
+    def patch(spec, kind):
+        return next(p for p in spec["configPatches"] if p["applyTo"] == kind)
+
+    fallback_cases = [
+        ("a misspelt route name", "which is no lane route", mutated(ef, lambda s: patch(s, "HTTP_ROUTE")["match"]
+         ["routeConfiguration"]["vhost"]["route"].update(name="feature17"))),
+        ("the default route patched", "which is no lane route", mutated(ef, lambda s: patch(s, "HTTP_ROUTE")["match"]
+         ["routeConfiguration"]["vhost"]["route"].update(name=fvs["spec"]["http"][-1]["name"]))),
+        ("virtual host without its port", "Istio names the one of", mutated(ef, lambda s: patch(s, "HTTP_ROUTE")["match"]
+         ["routeConfiguration"]["vhost"].update(name=fdr["spec"]["host"]))),
+        ("main first", "must be the aggregate of", mutated(ef, lambda s: patch(s, "CLUSTER")["patch"]["value"]
+         ["cluster_type"]["typed_config"]["clusters"].reverse())),
+        ("route to a cluster not added", "which this EnvoyFilter does not add", mutated(ef, lambda s: patch(s, "HTTP_ROUTE")
+         ["patch"]["value"]["route"].update(cluster="outbound|9080|feature-17|" + fdr["spec"]["host"]))),
+    ]
+    for name, expect, doc in fallback_cases:
+        errors = fallback_errors(doc, fvs, fdr)
+        if not any(expect in e for e in errors):
+            fail(f"broken fallback EnvoyFilter ({name}) was not refused for {expect!r}; errors: {errors}")
+    # The patch values reach Envoy only in the patched config: a wrong type is Envoy's to refuse.
+    bad = mutated(ef, lambda s: patch(s, "CLUSTER")["patch"]["value"]["cluster_type"]["typed_config"].update(
+        {"@type": "type.googleapis.com/envoy.config.cluster.aggregate.v2alpha.ClusterConfig"}))
+    ok, out = L.validate(fallback_envoy_config(bad, fvs, fdr))
+    if ok:
+        fail("envoy --mode validate accepted an aggregate cluster with a type Envoy does not know")
+    follow_cases = [
+        ("a lane nobody routes", "which no VirtualService routes", mutated(hop, lambda s: s["pluginConfig"]["lanes"].update(
+            follow=["feature-99"]))),
+        ("on the requests received", "match: [{mode: CLIENT}]", mutated(hop, lambda s: s.update(match=[{"mode": "SERVER"}]))),
+    ]
+    for name, expect, doc in follow_cases:
+        errors = follow_errors(doc, [fvs])
+        if not any(expect in e for e in errors):
+            fail(f"broken hop ({name}) was not refused for {expect!r}; errors: {errors}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1046,8 +1272,9 @@ def main():
         ("... and that check refuses a bad plugin config, fail_open, another policy, default circuit breakers, a missing stats tag, unmapped paths", check_envoy_validation_can_fail),
         ("Istio WasmPlugins: CRD openAPIV3Schema + CEL + project rules; pluginConfig loads in the module", check_istio_wasmplugins),
         ("... and those checks refuse each of 14 broken manifests and a pluginConfig the module rejects", check_istio_validation_can_fail),
-        ("Istio routing for lanes: VirtualService and DestinationRule against their CRDs (+ CEL), each lane routed to its subset", check_istio_routing),
-        ("... and that check refuses 4 broken resources and 4 broken lane routings", check_istio_routing_can_fail),
+        ("Istio routing for lanes: VirtualService, DestinationRule, EnvoyFilter against their CRDs (+ CEL), each lane routed to its subset, "
+         "a lane's fallback to main (aggregate cluster; patched routes and clusters load in Envoy), every followed lane routed", check_istio_routing),
+        ("... and that check refuses 6 broken resources, 4 broken lane routings, 6 broken fallbacks and 2 broken hops", check_istio_routing_can_fail),
         ("Istio proxy runtime: http.async_response_buffer_limit = max_answer_bytes on the selected proxies (ProxyConfig schema, Gateway CRD schema)", check_istio_proxy_runtime),
         ("... and that check refuses 7 broken ones", check_istio_proxy_runtime_can_fail),
         ("docker-compose, front proxy and sidecar: compose-spec schema, mounted files, images (official by default), health checks, clusters and ports, mounted Envoy config validates", check_compose),
