@@ -87,7 +87,7 @@ fn member(raw: &[u8]) -> Option<(&[u8], &[u8])> {
     let valid = !key.is_empty()
         && key.iter().all(|&b| is_token(b))
         && value.iter().all(|&b| is_baggage_octet(b))
-        && decode(value).is_some();
+        && percent_encoded(value);
     valid.then_some((key, value))
 }
 
@@ -107,6 +107,19 @@ fn is_baggage_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
 }
 
+/// Whether every `%` of a value is followed by two hex digits (checked without decoding).
+fn percent_encoded(value: &[u8]) -> bool {
+    value
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'%')
+        .all(|(at, _)| {
+            value
+                .get(at + 1..at + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+        })
+}
+
 /// A value percent-decoded; `None` for a `%` not followed by two hex digits.
 fn decode(value: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(value.len());
@@ -114,6 +127,7 @@ fn decode(value: &[u8]) -> Option<Vec<u8>> {
     while let Some(&b) = value.get(at) {
         if b == b'%' {
             let hex = value.get(at + 1..at + 3)?;
+            hex.iter().all(u8::is_ascii_hexdigit).then_some(())?;
             let text = std::str::from_utf8(hex).ok()?;
             out.push(u8::from_str_radix(text, 16).ok()?);
             at += 3;
@@ -239,6 +253,7 @@ mod tests {
         for bad in [
             "lane=%zz",
             "lane=%4",
+            "lane=%+4",
             "lane=a b",
             "lane=\"a\"",
             "lane=a\\b",
