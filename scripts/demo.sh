@@ -16,6 +16,12 @@
 #                            # docker-compose.sidecar.yaml) on your Docker engine, with the
 #                            # official images; Envoy :10000, admin :9901 (TRAFFIC_MIRROR_PORT,
 #                            # TRAFFIC_MIRROR_ADMIN_PORT); taken down at the end
+#   scripts/demo.sh swimlanes
+#                            # lanes across services (envoy/docker-compose.swimlanes.yaml):
+#                            # an edge Envoy, then services a -> b -> c with sidecars, b with a
+#                            # lane instance; a main and a lane user's paths, b's lane instance
+#                            # stopped and started again; Envoy :10000, admin :9901; as root
+#                            # with no registry, the tests' stand-in images; taken down at the end
 #
 # All ports on 127.0.0.1.
 set -euo pipefail
@@ -28,7 +34,8 @@ case "$MODE" in
   lanes) PORTS="10000 9901 8081 8082 8083" ;;
   compare) PORTS="10000 9901 8081 8082" ;;
   compose) exec bash scripts/demo-compose.sh "${@:2}" ;;
-  *) echo "usage: scripts/demo.sh [lanes | compare | compose [sidecar]]" >&2; exit 2 ;;
+  swimlanes) exec bash scripts/demo-swimlanes.sh "${@:2}" ;;
+  *) echo "usage: scripts/demo.sh [lanes | compare | compose [sidecar] | swimlanes]" >&2; exit 2 ;;
 esac
 
 bash scripts/setup.sh demo

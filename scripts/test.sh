@@ -54,7 +54,8 @@ cargo test --release -p traffic-mirror-emulator --test memory -- --nocapture
 step "the traffic-mirror command: check over every shipped config, and its tests (no Envoy)"
 cargo build --quiet --release -p traffic-mirror-cli
 target/release/traffic-mirror check envoy/envoy.yaml envoy/sidecar.yaml envoy/lanes.yaml envoy/grpc.yaml \
-  envoy/compare.yaml envoy/swimlanes.yaml envoy/compose/envoy.yaml envoy/compose/sidecar-envoy.yaml envoy/istio/*.yaml
+  envoy/compare.yaml envoy/swimlanes.yaml envoy/compose/envoy.yaml envoy/compose/sidecar-envoy.yaml envoy/swimlanes/ \
+  envoy/istio/*.yaml
 cargo test -p traffic-mirror-cli --test cli
 
 step "shipped Envoy config passes envoy --mode validate"
@@ -73,6 +74,9 @@ step "shipped Envoy configs in a real Envoy: traffic_mirror_<name>{target=...} o
 
 step "docker-compose testbeds, started: front proxy and sidecar on a Docker engine (local stand-in images), what each container received, /stats/prometheus, torn down"
 .venv/bin/python tests/deploy/compose_testbeds.py
+
+step "swim-lane testbed, started: edge -> a -> b (main, feature-17) -> c with sidecars, baggage carried by OpenTelemetry, forged lanes, fallback timed, counters, torn down"
+.venv/bin/python tests/deploy/swimlanes_testbed.py
 
 step "OCI image: scripts/package-oci.sh -> skopeo -> local registry -> pull, byte for byte"
 bash tests/deploy/oci_roundtrip.sh

@@ -83,7 +83,16 @@ ISTIO_FAILURE_POLICY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN", "
 # circuit breakers must be sized for (the compose one is checked against its command).
 WORKERS = {"envoy/envoy.yaml": 2, "envoy/sidecar.yaml": 2, "envoy/compose/envoy.yaml": 2,
            "envoy/compose/sidecar-envoy.yaml": 2, "envoy/lanes.yaml": 2, "envoy/grpc.yaml": 2,
-           "envoy/compare.yaml": 2, "envoy/swimlanes.yaml": 2}
+           "envoy/compare.yaml": 2, "envoy/swimlanes.yaml": 2,
+           "envoy/swimlanes/edge.yaml": 2, "envoy/swimlanes/sidecar-a.yaml": 1,
+           "envoy/swimlanes/sidecar-b.yaml": 1, "envoy/swimlanes/sidecar-c.yaml": 1}
+# Shipped Envoy configs without the plugin, and why.
+WITHOUT_PLUGIN = {"envoy/swimlanes/sidecar-c.yaml": "c calls no service: its sidecar has only the inbound listener"}
+# The swim-lane testbed: several Envoys (an edge, a sidecar per instance) and the
+# applications, in one compose file.
+SWIMLANES_COMPOSE_PATH = os.path.join(L.REPO, "envoy", "docker-compose.swimlanes.yaml")
+# Its application image: built from swimlanes/Dockerfile unless the variable names one.
+SWIMLANES_APP_IMAGE = "${TRAFFIC_MIRROR_APP_IMAGE:-traffic-mirror-swimlanes/app:otel-0.66b1}"
 # Envoy's default circuit breaker thresholds.
 ENVOY_DEFAULT_THRESHOLD = 1024
 DEFAULT_MAX_IN_FLIGHT = 1000
@@ -201,11 +210,22 @@ def check_envoy_configs():
         cmd = compose["services"]["envoy"].get("command", [])
         if "--concurrency" not in cmd or int(cmd[cmd.index("--concurrency") + 1]) != WORKERS[config]:
             fail(f"the compose Envoy runs {cmd}, not the {WORKERS[config]} workers {config} is sized for")
+    # The swim-lane testbed's Envoys all mount the module at the same path.
+    swimlanes = L.load_yaml(SWIMLANES_COMPOSE_PATH)
+    swimlane_mounts = all_mounts(swimlanes, os.path.dirname(SWIMLANES_COMPOSE_PATH))
+    for name in names:
+        if name.startswith("envoy/swimlanes/"):
+            mounted[name] = swimlane_mounts
     for path, name in zip(paths, names):
         cfg = L.load_yaml(path)
         if name not in WORKERS:
             fail(f"{name}: say in WORKERS how many workers it runs with")
-        errors = envoy_config_policy_errors(cfg, WORKERS[name])
+        if name in WITHOUT_PLUGIN:
+            if L.wasm_filters(cfg):
+                fail(f"{name}: listed in WITHOUT_PLUGIN, yet it has the plugin")
+            errors = []
+        else:
+            errors = envoy_config_policy_errors(cfg, WORKERS[name])
         if errors:
             fail(f"{name}: " + "; ".join(errors))
         if name in mounted:
@@ -1178,6 +1198,90 @@ def check_compose():
         print(f"     {name}: {', '.join(compose['services'])}", flush=True)
 
 
+def all_mounts(compose, compose_dir):
+    """{container path: host path} of every bind mount of every service (the same
+    container path mounting the same host file wherever it appears)."""
+    mounts = {}
+    for name, svc in compose["services"].items():
+        for v in svc.get("volumes", []):
+            src, dst = (v.split(":")[:2] if isinstance(v, str) else (v["source"], v["target"]))
+            host = os.path.normpath(os.path.join(compose_dir, src))
+            if dst == "/etc/envoy/envoy.yaml":
+                continue  # each Envoy's own config
+            if mounts.setdefault(dst, host) != host:
+                fail(f"services.{name} mounts {host} at {dst}, where another service mounts {mounts[dst]}")
+    return mounts
+
+
+def swimlanes_compose_errors(compose, compose_dir, schema):
+    """The swim-lane testbed: the compose-spec schema, every bind-mounted file there,
+    loopback ports only, a health check on every service, the official Envoy image (the
+    tests' version) or the built application image, each replaceable for the tests, and
+    every application sharing its namespace with a sidecar that mounts its own config."""
+    errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+              for e in jsonschema.Draft7Validator(schema).iter_errors(compose)]
+    if errors:
+        return errors
+    envoy_image = "${{{}:-{}}}".format(COMPOSE_IMAGES["envoy"][0],
+                                       COMPOSE_IMAGES["envoy"][1].format(envoy=L.envoy_version()))
+    services = compose.get("services", {})
+    for name, svc in services.items():
+        for v in svc.get("volumes", []):
+            if isinstance(v, str) or v.get("type") != "bind":
+                errors.append(f"services.{name}: a volume that is not a long-form bind mount: {v}")
+                continue
+            if v.get("bind", {}).get("create_host_path") is not False:
+                errors.append(f"services.{name}: bind mount {v['source']} lacks create_host_path: false")
+            if not os.path.isfile(os.path.normpath(os.path.join(compose_dir, v["source"]))):
+                errors.append(f"services.{name}: mounted file {v['source']} does not exist")
+        for port in svc.get("ports", []):
+            if not str(port).startswith("127.0.0.1:"):
+                errors.append(f"services.{name}: port {port} is not published on loopback only")
+        if not svc.get("healthcheck", {}).get("test"):
+            errors.append(f"services.{name} has no healthcheck (docker compose up --wait waits for it)")
+        is_envoy = "envoy" in svc.get("command", [])
+        want = envoy_image if is_envoy else SWIMLANES_APP_IMAGE
+        if svc.get("image") != want:
+            errors.append(f"services.{name}.image is {svc.get('image')!r}, not {want}")
+        if not is_envoy and "build" not in svc:
+            errors.append(f"services.{name}: the application image has no build section")
+        shared = svc.get("network_mode", "").removeprefix("service:")
+        if shared and shared not in services:
+            errors.append(f"services.{name}: network_mode names no service {shared!r}")
+    return errors
+
+
+def check_compose_swimlanes():
+    L.require_module()
+    with open(COMPOSE_SCHEMA_PATH) as f:
+        schema = json.load(f)
+    name = os.path.relpath(SWIMLANES_COMPOSE_PATH, L.REPO)
+    compose = L.load_yaml(SWIMLANES_COMPOSE_PATH)
+    compose_dir = os.path.dirname(SWIMLANES_COMPOSE_PATH)
+    errors = swimlanes_compose_errors(compose, compose_dir, schema)
+    if errors:
+        fail(f"{name}: " + "; ".join(errors))
+    mounts = all_mounts(compose, compose_dir)
+    envoys = 0
+    for service, svc in compose["services"].items():
+        if "envoy" not in svc.get("command", []):
+            continue
+        config = next(v["source"] for v in svc["volumes"] if v["target"] == "/etc/envoy/envoy.yaml")
+        cfg = L.load_yaml(os.path.normpath(os.path.join(compose_dir, config)))
+        ok, out = L.validate(L.map_module_paths(cfg, mounts) if L.wasm_filters(cfg) else cfg, cwd=compose_dir)
+        if not ok:
+            fail(f"{name}: services.{service}: {config} fails envoy --mode validate with the paths mapped:\n{out}")
+        envoys += 1
+    print(f"     {name}: {len(compose['services'])} services, {envoys} Envoys, each config validates", flush=True)
+    # And the check can fail: a port on every interface, and an unofficial image.
+    broken = copy.deepcopy(compose)
+    broken["services"]["edge"]["ports"][0] = "10000:10000"
+    broken["services"]["a"]["image"] = "python:latest"
+    errors = swimlanes_compose_errors(broken, compose_dir, schema)
+    if not any("loopback" in e for e in errors) or not any("services.a.image" in e for e in errors):
+        fail(f"{name}: a broken copy was not refused: {errors}")
+
+
 def compose_topology_errors(compose, compose_dir):
     """The mounted Envoy config's module path is mounted, and its clusters are the
     services on the port their command listens on: by service name, or 127.0.0.1 for the
@@ -1278,6 +1382,7 @@ def main():
         ("Istio proxy runtime: http.async_response_buffer_limit = max_answer_bytes on the selected proxies (ProxyConfig schema, Gateway CRD schema)", check_istio_proxy_runtime),
         ("... and that check refuses 7 broken ones", check_istio_proxy_runtime_can_fail),
         ("docker-compose, front proxy and sidecar: compose-spec schema, mounted files, images (official by default), health checks, clusters and ports, mounted Envoy config validates", check_compose),
+        ("docker-compose, swim lanes: compose-spec schema, mounted files, images, health checks, every Envoy's mounted config validates (and a broken copy is refused)", check_compose_swimlanes),
         ("... and that check refuses a schema error, a missing mount, another Envoy version, a fixed image, no health check, and 3 broken sidecars", check_compose_validation_can_fail),
     ])
 
