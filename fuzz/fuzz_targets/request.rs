@@ -120,7 +120,8 @@ fuzz_target!(|data: &[u8]| {
                 .find(|(n, _)| *n == lanes.header)
                 .map(|(_, v)| v.clone())
         });
-        let kept = incoming_lane.is_some_and(|v| !v.is_empty()) && lanes.keep_incoming;
+        let kept = incoming_lane.is_some_and(|v| !v.is_empty())
+            && lanes.assign().is_some_and(|a| a.keep_incoming);
         if !kept {
             assert!(written.is_some_and(|v| lanes.names.iter().any(|n| n.as_bytes() == v)));
         }
