@@ -49,9 +49,13 @@ for port in $PORTS; do
   fi
 done
 
-echo "==> building the module and the demo upstream"
-cargo build --quiet --target wasm32-wasip1 --release
-cargo build --quiet --example upstream
+if [ -f target/wasm32-wasip1/release/traffic_mirror.wasm ]; then
+  echo "==> building the module and the demo upstream"
+else
+  echo "==> building the module and the demo upstream (the first build takes a minute or two; cargo shows its progress)"
+fi
+cargo build --target wasm32-wasip1 --release
+cargo build --example upstream
 
 work=$(mktemp -d)
 pids=()
@@ -139,8 +143,11 @@ demo_mirror() {
 next_steps() { # config, explain arguments
   echo
   echo "==> next: ask the filter's own code what it does with a request, without an Envoy"
-  echo "    cargo run --release -p traffic-mirror-cli -- explain $1 $2"
-  echo "    (config: $1; the README's quick start, and docs/command.md for check, explain and sample)"
+  echo "    traffic-mirror explain $1 $2"
+  if ! command -v traffic-mirror >/dev/null; then
+    echo "    (the command is not installed yet: cargo install --path cli, once, about a minute)"
+  fi
+  echo "    (config: $1; docs/command.md for check, explain, sample and compare)"
 }
 
 demo_lanes() {

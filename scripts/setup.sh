@@ -8,7 +8,8 @@
 #                            # wasm32-unknown-unknown, wasm-bindgen-cli, nightly + cargo-fuzz,
 #                            # the older Envoys in .venvs/, jsonschema, PyYAML, grpcio and h2 in .venv,
 #                            # compose, and, with apt-get as root, nodejs, skopeo, docker-registry,
-#                            # debootstrap (the compose testbeds' images)
+#                            # debootstrap (the compose testbeds' images), zsh and fish (the
+#                            # completion scripts' tests)
 #   scripts/setup.sh compose # Docker Compose v2 where `docker compose` is missing: into
 #                            # .tools/docker-compose (no root; the Docker engine is yours)
 #   scripts/setup.sh bench   # demo, plus wrk and valgrind (apt-get, as root)
@@ -122,6 +123,9 @@ PY
   command -v docker-registry >/dev/null || debs+=(docker-registry)
   # The compose testbeds' images are built from a Debian root file system.
   command -v debootstrap >/dev/null || debs+=(debootstrap)
+  # The command's completion scripts are loaded in their real shells.
+  command -v zsh >/dev/null || debs+=(zsh)
+  command -v fish >/dev/null || debs+=(fish)
   debian_packages "${debs[@]}"
   setup_compose
 }

@@ -71,20 +71,29 @@ fn report(found: &Found) -> u8 {
             return INVALID;
         }
     };
-    println!("{location}: ok ({})", plan.summary());
-    let mut status = OK;
-    for mistake in mistakes::find(&plan, found) {
-        let severity = match mistake.severity {
-            Severity::Error => {
-                status = INVALID;
-                "error"
-            }
-            Severity::Warning => "warning",
-        };
-        println!(
-            "{location}: {severity}: {}: {}",
-            mistake.path, mistake.problem
-        );
-    }
+    // One line: the worst finding first (errors, then warnings), any others after it.
+    let mut found_mistakes = mistakes::find(&plan, found);
+    found_mistakes.sort_by_key(|m| m.severity != Severity::Error);
+    let status = if found_mistakes.iter().any(|m| m.severity == Severity::Error) {
+        INVALID
+    } else {
+        OK
+    };
+    let findings: Vec<String> = found_mistakes
+        .iter()
+        .map(|mistake| {
+            let severity = match mistake.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            format!("{severity}: {}: {}", mistake.path, mistake.problem)
+        })
+        .collect();
+    let verdict = if findings.is_empty() {
+        "ok".to_string()
+    } else {
+        findings.join("; ")
+    };
+    println!("{location}: {verdict} ({})", plan.summary());
     status
 }

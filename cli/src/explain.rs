@@ -112,7 +112,7 @@ fn print_text(plan: &Plan, method: &str, path: &str, authority: &str, explanatio
             .any(|t| t.mirrored != Some(false))
     {
         println!(
-            "a gRPC call: a copy is sent once the client has sent its last message, to a mirror cluster that speaks HTTP/2, and its answer is counted by grpc-status too (grpc_status.<code>)"
+            "a gRPC call: if mirrored, a copy is sent once the client has sent its last message, to a mirror cluster that speaks HTTP/2, and its answer is counted by grpc-status too (grpc_status.<code>)"
         );
     }
     if let Some(lanes) = &plan.lanes {

@@ -16,6 +16,7 @@
 
 mod check;
 mod compare;
+mod completions;
 mod explain;
 mod input;
 mod mistakes;
@@ -44,10 +45,10 @@ mod cli {
         ///
         /// PATH is a file, a directory (its YAML and JSON files, recursively) or a glob.
         /// One line per configuration: its location and `ok` with its targets and lanes,
-        /// or the error line the module would log, then a line for each likely mistake
-        /// the module cannot see (a cluster Envoy does not define, a cluster name Istio
-        /// does not use, a module file that is not there, Envoy's answer buffer). Files
-        /// that hold no configuration are skipped with a note.
+        /// or the error line the module would log; in place of `ok`, the likely mistakes
+        /// the module cannot see, the worst first (a cluster Envoy does not define, a
+        /// cluster name Istio does not use, a module file that is not there, Envoy's
+        /// answer buffer). Files that hold no configuration are skipped with a note.
         ///
         /// Exit status: 0 all valid (warnings allowed); 1 any invalid or an error-level
         /// mistake; 2 a PATH that cannot be read or parsed, or no configuration at all.
@@ -130,8 +131,7 @@ mod cli {
     /// `head`, is not an error).
     pub fn completions(shell: clap_complete::Shell) {
         use std::io::Write;
-        let mut script = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "traffic-mirror", &mut script);
+        let script = crate::completions::script(shell, &mut Cli::command());
         let _ = std::io::stdout().write_all(&script);
     }
 }

@@ -151,19 +151,27 @@ fn is_istio_cluster(cluster: &str) -> bool {
     }
 }
 
-/// A module file that is not there, as Envoy would open it from the current directory.
+/// A module file that is not there: an absolute path on this machine, a relative one
+/// from the current directory, as Envoy would open it from its own.
 fn missing_module(module: &str) -> Option<Mistake> {
     if Path::new(module).is_file() {
         return None;
     }
-    let here = std::env::current_dir()
-        .map(|d| d.display().to_string())
-        .unwrap_or_else(|_| ".".to_string());
+    let message = if Path::new(module).is_absolute() {
+        format!(
+            "no file {module} on this machine: where Envoy runs (a container, another host) it must be there, or Envoy fails to load the filter"
+        )
+    } else {
+        let here = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| ".".to_string());
+        format!(
+            "no file {module} from {here}: Envoy opens a relative path from its own working directory, or fails to load the filter"
+        )
+    };
     Some(Mistake::warning(
         "vm_config.code.local.filename".to_string(),
-        format!(
-            "no file {module} from {here}: Envoy opens it from its own working directory, or fails to load the filter"
-        ),
+        message,
     ))
 }
 

@@ -66,26 +66,30 @@ fn check_passes_every_shipped_configuration() {
     // container.
     let (warnings, lines): (Vec<&str>, Vec<&str>) =
         stdout.lines().partition(|l| l.contains(": warning: "));
-    let warning = |file: &str, listener: &str| {
+    let warning = |file: &str, listener: &str, summary: &str| {
         format!(
             "{file}: {listener} > envoy.filters.network.http_connection_manager > \
              envoy.filters.http.wasm: warning: vm_config.code.local.filename: no file \
-             /etc/envoy/traffic_mirror.wasm from {}: Envoy opens it from its own working \
-             directory, or fails to load the filter",
-            repo().display()
+             /etc/envoy/traffic_mirror.wasm on this machine: where Envoy runs (a container, \
+             another host) it must be there, or Envoy fails to load the filter ({summary})"
         )
     };
     assert_eq!(
         warnings,
         [
-            warning("envoy/compose/envoy.yaml", "ingress"),
-            warning("envoy/compose/sidecar-envoy.yaml", "inbound")
+            warning("envoy/compose/envoy.yaml", "ingress", "targets mirror"),
+            warning(
+                "envoy/compose/sidecar-envoy.yaml",
+                "inbound",
+                "targets staging"
+            )
         ],
         "(the module must be built: cargo build --target wasm32-wasip1 --release --lib)"
     );
-    assert_eq!(lines.len(), files.len(), "{stdout}");
-    for (file, line) in files.iter().zip(&lines) {
-        assert!(line.starts_with(file.as_str()), "{line}");
+    // One line for each configuration.
+    assert_eq!(lines.len() + warnings.len(), files.len(), "{stdout}");
+    for line in &lines {
+        assert!(files.iter().any(|f| line.starts_with(f.as_str())), "{line}");
         assert!(line.contains(": ok ("), "{line}");
     }
     assert!(stdout.contains("envoy/lanes.yaml: ingress > envoy.filters.network.http_connection_manager > envoy.filters.http.wasm: ok (lanes canary, beta, stable (header x-lane))"), "{stdout}");
@@ -152,10 +156,9 @@ fn check_names_a_mirror_cluster_envoy_does_not_define() {
         (
             Some(1),
             format!(
-                "{location}: ok (targets staging)\n\
-                 {location}: error: targets[0].cluster: no cluster \"stagging\" in this Envoy \
+                "{location}: error: targets[0].cluster: no cluster \"stagging\" in this Envoy \
                  configuration: did you mean \"staging\"? it defines primary, staging; every copy \
-                 would count in dispatch_failed\n"
+                 would count in dispatch_failed (targets staging)\n"
             )
         )
     );
@@ -191,11 +194,10 @@ fn check_names_a_wasmplugin_cluster_that_is_not_istios_and_a_misspelt_spec_field
     assert_eq!(status, Some(1), "{out}");
     assert_eq!(
         out,
-        "wp.yaml: WasmPlugin shop/tm: ok (targets t)\n\
-         wp.yaml: WasmPlugin shop/tm: error: targets[0].cluster: \"checkout-staging\" is not a \
+        "wp.yaml: WasmPlugin shop/tm: error: targets[0].cluster: \"checkout-staging\" is not a \
          cluster Istio defines: Istio names the cluster of a service port \
          outbound|PORT|SUBSET|HOST, e.g. outbound|8080||checkout-staging.NAMESPACE.svc.cluster.local; \
-         every copy would count in dispatch_failed\n"
+         every copy would count in dispatch_failed (targets t)\n"
     );
     let (status, out) = check_file(
         "wp.yaml",
@@ -411,16 +413,16 @@ fn check_warns_when_envoy_would_hold_more_of_an_answer_than_max_answer_bytes() {
         let warnings: Vec<String> = stdout
             .lines()
             .filter_map(|l| {
-                l.split_once(": warning: layered_runtime: ")
-                    .map(|(_, w)| w.to_string())
+                l.split_once(": warning: layered_runtime: ").map(|(_, w)| {
+                    w.strip_suffix(" (targets staging)")
+                        .unwrap_or(w)
+                        .to_string()
+                })
             })
             .collect();
+        assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
         assert!(
-            stdout
-                .lines()
-                .next()
-                .unwrap()
-                .contains(": ok (targets staging)"),
+            stdout.trim_end().ends_with(" (targets staging)"),
             "{stdout}"
         );
         warnings
@@ -812,6 +814,156 @@ fn explain_shows_the_lane_an_edge_writes_into_baggage_and_the_lane_a_hop_follows
     let sample = run(&["sample", hop, "--lanes"], b"u1\n");
     assert_eq!(sample.status.code(), Some(2));
     assert!(text(&sample.stderr).contains("follows lanes from baggage"));
+}
+
+/// The completion script for `shell`, saved in a file.
+fn completion_script(shell: &str) -> PathBuf {
+    let out = run(&["completions", shell], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let path = tempdir("completions").join(format!("traffic-mirror.{shell}"));
+    std::fs::write(&path, &out.stdout).unwrap();
+    path
+}
+
+/// A shell from Debian's packages, which `scripts/setup.sh test` installs.
+fn shell(name: &str) -> std::process::Command {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "{name} is not installed: scripts/setup.sh test installs it (apt-get install {name})"
+    );
+    let mut command = std::process::Command::new(name);
+    command.current_dir(repo());
+    command
+}
+
+/// What each shell offers for these command lines: a subcommand, a flag of it, a file
+/// for its FILE, a flag's value left free, and a fixed list of values.
+const COMPLETED: [(&str, &str); 5] = [
+    ("traffic-mirror ex", "explain"),
+    ("traffic-mirror explain --me", "--method"),
+    ("traffic-mirror explain envoy/lan", "envoy/lanes.yaml"),
+    ("traffic-mirror check envoy/compa", "envoy/compare.yaml"),
+    ("traffic-mirror completions z", "zsh"),
+];
+
+#[test]
+fn completions_complete_subcommands_flags_and_files_in_bash() {
+    let script = completion_script("bash");
+    let driver = format!(
+        r#"source {script}
+offers() {{
+    read -r -a COMP_WORDS <<< "$1"
+    [[ $1 == *" " ]] && COMP_WORDS+=("")
+    COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+    COMPREPLY=()
+    _traffic_mirror traffic-mirror "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+    printf '%s\t%s\n' "$1" "${{COMPREPLY[*]}}"
+}}
+complete -p traffic-mirror
+offers "traffic-mirror ex"
+offers "traffic-mirror explain --me"
+offers "traffic-mirror explain envoy/lan"
+offers "traffic-mirror check envoy/compa"
+offers "traffic-mirror completions z"
+offers "traffic-mirror explain --method "
+offers "traffic-mirror help sa"
+"#,
+        script = script.display()
+    );
+    let out = shell("bash").args(["-c", &driver]).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("complete -o filenames -F _traffic_mirror traffic-mirror")
+    );
+    let offered: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once('\t')).collect();
+    for (line, expected) in COMPLETED {
+        assert!(
+            offered.contains(&(line, expected)),
+            "{line:?} should offer {expected:?}: {stdout}"
+        );
+    }
+    assert!(offered.contains(&("traffic-mirror explain --method ", "")));
+    assert!(offered.contains(&("traffic-mirror help sa", "sample")));
+}
+
+#[test]
+fn completions_complete_subcommands_flags_and_files_in_zsh() {
+    let script = completion_script("zsh");
+    // A real interactive zsh in a pseudo-terminal: each line typed, then Tab; the line
+    // as zsh completed it is read back until it shows the completion (or 10 s pass).
+    let driver = format!(
+        r#"zmodload zsh/zpty
+zpty -b z 'zsh -f -i'
+zpty -w z 'PS1="> "; autoload -U compinit && compinit -u; source {script}; print ready'
+wait_for() {{
+    local text=$1 out="" chunk i
+    for i in {{1..200}}; do
+        while zpty -r -t z chunk 2>/dev/null; do out+=$chunk; done
+        [[ $out == *$text* ]] && return 0
+        sleep 0.05
+    done
+    print -r -- "timed out waiting for $text in: ${{(q)out}}"
+    return 1
+}}
+wait_for ready || exit 1
+for line expected in {pairs}; do
+    zpty -w -n z "$line"$'\t'
+    if wait_for "$expected"; then print -r -- "$line -> $expected"; fi
+    zpty -w -n z $'\C-u'
+done
+zpty -d z
+"#,
+        script = script.display(),
+        pairs = COMPLETED
+            .iter()
+            .map(|(line, expected)| {
+                let completed = match line.rsplit_once(' ') {
+                    Some((head, _)) => format!("{head} {expected}"),
+                    None => expected.to_string(),
+                };
+                format!("'{line}' '{completed}'")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = shell("zsh").args(["-f", "-c", &driver]).output().unwrap();
+    let stdout = text(&out.stdout);
+    for (line, expected) in COMPLETED {
+        let completed = format!("{} {expected}", line.rsplit_once(' ').unwrap().0);
+        assert!(
+            stdout.contains(&format!("{line} -> {completed}")),
+            "{line:?} should complete to {completed:?}: {stdout}{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn completions_complete_subcommands_flags_and_files_in_fish() {
+    let script = completion_script("fish");
+    let mut driver = format!("source {}\n", script.display());
+    for (line, _) in COMPLETED {
+        driver.push_str(&format!(
+            "for c in (complete -C '{line}'); echo '{line}'\\t(string split -f1 \\t -- $c); end\n"
+        ));
+    }
+    let out = shell("fish").args(["-c", &driver]).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let offered: Vec<(&str, &str)> = stdout.lines().filter_map(|l| l.split_once('\t')).collect();
+    for (line, expected) in COMPLETED {
+        assert!(
+            offered.contains(&(line, expected)),
+            "{line:?} should offer {expected:?}: {stdout}"
+        );
+    }
 }
 
 fn tempdir(label: &str) -> PathBuf {
