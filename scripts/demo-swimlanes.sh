@@ -37,7 +37,7 @@ command -v curl >/dev/null || die "curl is missing"
 command -v python3 >/dev/null || die "python3 is missing (it formats the answers)"
 bash scripts/setup.sh compose
 rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
-if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(.tools/docker-compose); fi
+compose=(bash scripts/compose.sh)
 compose+=(-f "$FILE")
 
 for port in "$PORT" "$ADMIN"; do
@@ -50,7 +50,7 @@ done
 # python:3.12-slim). Where no registry answers: the stand-ins, as root, or what to do.
 stand_ins() {
   say "==> no registry answers this Docker engine: building the tests' stand-in images (tests/deploy/compose_images.sh --swimlanes)"
-  bash scripts/setup.sh demo  # the pinned Envoy in .venv, which the Envoy stand-in carries
+  bash scripts/setup.sh images  # the pinned Envoy in .venv, which the Envoy stand-in carries, and debootstrap
   local images
   images=$(bash tests/deploy/compose_images.sh --swimlanes) || die "building the stand-in images failed"
   TRAFFIC_MIRROR_ENVOY_IMAGE=$(sed -n 2p <<<"$images")
@@ -61,7 +61,7 @@ if [ -z "${TRAFFIC_MIRROR_ENVOY_IMAGE:-}" ] && [ -z "${TRAFFIC_MIRROR_APP_IMAGE:
   say "==> the images: envoyproxy/envoy:v$ENVOY_VERSION, and the application's from envoy/swimlanes/Dockerfile"
   if ! pullable "envoyproxy/envoy:v$ENVOY_VERSION" \
     || { ! docker image inspect traffic-mirror-swimlanes/app:otel-0.66b1 >/dev/null 2>&1 && ! pullable python:3.12-slim; }; then
-    if [ "$(id -u)" = 0 ] && command -v debootstrap >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
       stand_ins
     else
       cat >&2 <<EOF
@@ -71,8 +71,13 @@ demo: cannot pull envoyproxy/envoy:v$ENVOY_VERSION or python:3.12-slim: no conta
   or use images you have (an Envoy $ENVOY_VERSION with \`envoy\` on PATH, and one with
   python and the packages of envoy/swimlanes/requirements.txt):
       TRAFFIC_MIRROR_ENVOY_IMAGE=... TRAFFIC_MIRROR_APP_IMAGE=... scripts/demo.sh swimlanes
-  or run this as root with debootstrap installed (scripts/setup.sh test), which builds
-  the test suite's local stand-ins (tests/deploy/compose_images.sh --swimlanes).
+  or let the demo build the test suite's local stand-ins (from Debian's packages, the
+  pinned Envoy and the packages from PyPI; building them needs root): as root,
+      scripts/demo.sh swimlanes
+  or, as a user who may use sudo,
+      sudo bash scripts/setup.sh images && sudo bash tests/deploy/compose_images.sh --swimlanes
+      TRAFFIC_MIRROR_ENVOY_IMAGE=traffic-mirror-test/envoy:$ENVOY_VERSION \\
+        TRAFFIC_MIRROR_APP_IMAGE=traffic-mirror-test/python-otel:3.11 scripts/demo.sh swimlanes
 EOF
       exit 1
     fi

@@ -88,6 +88,19 @@ start_envoy() { # config [envoy option...]
 }
 
 stat() { curl -fsS "http://127.0.0.1:9901/stats?filter=^wasmcustom" | awk -v n="$1" -F': ' '$1==n {print $2}'; }
+# Waits until a target's latency histogram counts every copy it dispatched: Envoy merges
+# histograms at its stats flush (every 5 s by default).
+wait_for_latencies() { # target
+  local dispatched count
+  dispatched=$(stat "wasmcustom.traffic_mirror.$1.dispatched")
+  for _ in $(seq 1 140); do
+    count=$(curl -fsS "http://127.0.0.1:9901/stats/prometheus" \
+      | awk -v t="traffic_mirror_latency_ms_count{target=\"$1\"}" '$1 == t {print $2}')
+    [ "${count:-0}" = "$dispatched" ] && return 0
+    sleep 0.05
+  done
+  echo "    (the latency histogram has not counted every copy yet: Envoy merges it every 5 s)"
+}
 
 demo_mirror() {
   local requests="${REQUESTS:-400}" configured_percent=25
@@ -113,11 +126,13 @@ demo_mirror() {
   done
   echo
 
-  # Copies are fire and forget: wait until every dispatched copy has ended.
+  # Copies are fire and forget: wait until every dispatched copy has ended, and until
+  # Envoy's next stats flush has merged their latencies into the histogram (every 5 s).
   for _ in $(seq 1 100); do
     [ "$(stat wasmcustom.traffic_mirror.staging.in_flight)" = "0" ] && break
     sleep 0.05
   done
+  wait_for_latencies staging
 
   local primary mirrored
   primary=$(grep -c . "$work/primary.log" || true)
@@ -133,6 +148,9 @@ demo_mirror() {
   echo
   echo "==> the plugin's stats (admin /stats)"
   curl -fsS "http://127.0.0.1:9901/stats?filter=^wasmcustom" | sed 's/^/    /'
+  echo "    (latency_ms is the copies' latency histogram: P50(a,b) is its 50th percentile in ms,"
+  echo "     a over Envoy's last stats flush interval, b since start; /stats/prometheus has its"
+  echo "     _count and _sum)"
   echo
   echo "==> a few copies as the mirror saw them"
   head -n 3 "$work/staging.log" | sed 's/^/    /'

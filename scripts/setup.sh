@@ -12,6 +12,9 @@
 #                            # completion scripts' tests)
 #   scripts/setup.sh compose # Docker Compose v2 where `docker compose` is missing: into
 #                            # .tools/docker-compose (no root; the Docker engine is yours)
+#   scripts/setup.sh images  # demo, plus debootstrap (apt-get, as root): what
+#                            # tests/deploy/compose_images.sh needs to build the compose
+#                            # testbeds' stand-in images where no registry answers
 #   scripts/setup.sh bench   # demo, plus wrk and valgrind (apt-get, as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 # shellcheck source=scripts/versions.sh
 . scripts/versions.sh
+# shellcheck source=scripts/debian-mirror.sh
+. scripts/debian-mirror.sh
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -138,9 +143,10 @@ setup_compose() {
   if [ -x "$tool" ] && "$tool" version 2>/dev/null | grep -q "$COMPOSE_DEB_VERSION"; then return; fi
   need_command curl "install curl"
   need_command dpkg-deb "install Docker Compose v2 (the docker compose plugin) yourself"
-  local deb url work
+  local deb url work mirror
   deb="docker-compose_${COMPOSE_DEB_VERSION}_amd64.deb"
-  url="${DEBIAN_MIRROR:-http://deb.debian.org/debian}/pool/main/d/docker-compose/$deb"
+  mirror=$(debian_mirror) || die "no Debian mirror to fetch Docker Compose from"
+  url="$mirror/pool/main/d/docker-compose/$deb"
   [ "$(uname -m)" = x86_64 ] || die "no Compose v2 for $(uname -m) here: install the docker compose plugin"
   log "installing Docker Compose $COMPOSE_DEB_VERSION (Debian's package) into $tool"
   work=$(mktemp -d)
@@ -153,6 +159,15 @@ setup_compose() {
   mkdir -p .tools
   install -m 0755 "$work/x/usr/libexec/docker/cli-plugins/docker-compose" "$tool"
   rm -rf "$work"
+}
+
+# The compose testbeds' stand-in images, where no registry answers: the pinned Envoy
+# (demo) and debootstrap, which tests/deploy/compose_images.sh builds them with.
+setup_images() {
+  setup_demo
+  local debs=()
+  command -v debootstrap >/dev/null || debs+=(debootstrap)
+  debian_packages "${debs[@]}"
 }
 
 setup_bench() {
@@ -170,7 +185,8 @@ for part in "$@"; do
     test) setup_test ;;
     bench) setup_bench ;;
     compose) setup_compose ;;
-    *) die "unknown part '$part' (demo, test, bench or compose)" ;;
+    images) setup_images ;;
+    *) die "unknown part '$part' (demo, test, bench, compose or images)" ;;
   esac
 done
 log "ready ($*)"

