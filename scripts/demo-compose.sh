@@ -31,26 +31,13 @@ export TRAFFIC_MIRROR_ENVOY_IMAGE="$ENVOY_IMAGE" TRAFFIC_MIRROR_PYTHON_IMAGE="$P
 PORT="${TRAFFIC_MIRROR_PORT:-10000}" ADMIN="${TRAFFIC_MIRROR_ADMIN_PORT:-9901}"
 REQUESTS="${REQUESTS:-40}"
 
-say() { printf '%s\n' "$*"; }
-die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 
-command -v docker >/dev/null || die "docker is missing: install Docker Engine with the compose plugin"
-docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info): start it, or check your permissions on its socket"
-command -v curl >/dev/null || die "curl is missing"
-bash scripts/setup.sh compose
-rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
-compose=(bash scripts/compose.sh)
-compose+=(-f "$FILE")
-
-for port in "$PORT" "$ADMIN"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port on 127.0.0.1 is in use; stop what listens there, or set TRAFFIC_MIRROR_PORT / TRAFFIC_MIRROR_ADMIN_PORT"
-  fi
-done
+compose_demo_start "$FILE" "$PORT" "$ADMIN"
 
 # The images: there already, or pulled now. Where no registry answers, the tests' local
 # stand-ins, built here as root; or what to do.
-pullable() { docker image inspect "$1" >/dev/null 2>&1 || docker pull -q "$1" >/dev/null 2>&1; }
 given() { [ -n "${TRAFFIC_MIRROR_ENVOY_IMAGE_GIVEN}${TRAFFIC_MIRROR_PYTHON_IMAGE_GIVEN}" ]; }
 say "==> the images: $ENVOY_IMAGE, $PYTHON_IMAGE"
 if ! pullable "$ENVOY_IMAGE" || ! pullable "$PYTHON_IMAGE"; then

@@ -28,23 +28,11 @@ LANE=feature-17
 PORT="${TRAFFIC_MIRROR_PORT:-10000}" ADMIN="${TRAFFIC_MIRROR_ADMIN_PORT:-9901}"
 [ $# -eq 0 ] || { echo "usage: scripts/demo.sh swimlanes" >&2; exit 2; }
 
-say() { printf '%s\n' "$*"; }
-die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 
-command -v docker >/dev/null || die "docker is missing: install Docker Engine with the compose plugin"
-docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info): start it, or check your permissions on its socket"
-command -v curl >/dev/null || die "curl is missing"
+compose_demo_start "$FILE" "$PORT" "$ADMIN"
 command -v python3 >/dev/null || die "python3 is missing (it formats the answers)"
-bash scripts/setup.sh compose
-rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
-compose=(bash scripts/compose.sh)
-compose+=(-f "$FILE")
-
-for port in "$PORT" "$ADMIN"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port on 127.0.0.1 is in use; stop what listens there, or set TRAFFIC_MIRROR_PORT / TRAFFIC_MIRROR_ADMIN_PORT"
-  fi
-done
 
 # The images: given, there already, or pulled now (the application's is built from
 # python:3.12-slim). Where no registry answers: the stand-ins, as root, or what to do.
@@ -56,7 +44,6 @@ stand_ins() {
   TRAFFIC_MIRROR_ENVOY_IMAGE=$(sed -n 2p <<<"$images")
   TRAFFIC_MIRROR_APP_IMAGE=$(sed -n 3p <<<"$images")
 }
-pullable() { docker image inspect "$1" >/dev/null 2>&1 || docker pull -q "$1" >/dev/null 2>&1; }
 if [ -z "${TRAFFIC_MIRROR_ENVOY_IMAGE:-}" ] && [ -z "${TRAFFIC_MIRROR_APP_IMAGE:-}" ]; then
   say "==> the images: envoyproxy/envoy:v$ENVOY_VERSION, and the application's from envoy/swimlanes/Dockerfile"
   if ! pullable "envoyproxy/envoy:v$ENVOY_VERSION" \

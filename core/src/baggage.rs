@@ -16,6 +16,8 @@
 //! entry with a key wins; only the first [`MAX_ENTRIES`] entries and [`MAX_BYTES`] bytes
 //! are read (an entry that does not end within them is not read).
 
+use crate::wire::trim_ows;
+
 /// Most entries read.
 pub const MAX_ENTRIES: usize = 64;
 /// Most bytes of the list read (its fields joined by `,`).
@@ -63,7 +65,7 @@ fn well_formed(list: &[u8], within_limits: bool) -> impl Iterator<Item = Entry<'
         let raw = list.get(start..end)?;
         let from = start;
         start = end + 1;
-        if trim(raw).is_empty() {
+        if trim_ows(raw).is_empty() {
             continue;
         }
         read += 1;
@@ -82,20 +84,13 @@ fn well_formed(list: &[u8], within_limits: bool) -> impl Iterator<Item = Entry<'
 fn member(raw: &[u8]) -> Option<(&[u8], &[u8])> {
     let member = raw.split(|&b| b == b';').next()?;
     let equals = member.iter().position(|&b| b == b'=')?;
-    let key = trim(member.get(..equals)?);
-    let value = trim(member.get(equals + 1..)?);
+    let key = trim_ows(member.get(..equals)?);
+    let value = trim_ows(member.get(equals + 1..)?);
     let valid = !key.is_empty()
         && key.iter().all(|&b| is_token(b))
         && value.iter().all(|&b| is_baggage_octet(b))
         && percent_encoded(value);
     valid.then_some((key, value))
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = bytes.iter().position(|b| !ows(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
-    bytes.get(start..end).unwrap_or_default()
 }
 
 /// RFC 7230 `tchar`.
@@ -194,7 +189,7 @@ pub fn with_entry(list: &[u8], key: &str, value: Option<&[u8]>) -> Rewrite {
         }
     }
     rest.extend_from_slice(list.get(kept_from..).unwrap_or_default());
-    let rest_is_empty = trim(&rest)
+    let rest_is_empty = trim_ows(&rest)
         .iter()
         .all(|&b| b == b',' || b == b' ' || b == b'\t');
     match value {
@@ -347,7 +342,7 @@ mod tests {
     fn others(list: &[u8]) -> Vec<Vec<u8>> {
         list.split(|&b| b == b',')
             .filter(|raw| member(raw).is_none_or(|(key, _)| key != b"lane"))
-            .filter(|raw| !trim(raw).is_empty())
+            .filter(|raw| !trim_ows(raw).is_empty())
             .map(<[u8]>::to_vec)
             .collect()
     }

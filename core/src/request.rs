@@ -164,17 +164,12 @@ impl RequestView for HeaderList {
     }
 
     fn joined_header(&mut self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let mut values = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice());
-        let mut out = values.next()?.to_vec();
-        for value in values {
-            out.push(b',');
-            out.extend_from_slice(value);
-        }
-        Some(Cow::Owned(out))
+        wire::join(
+            self.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_slice()),
+        )
     }
 
     fn set_header(&mut self, name: &str, value: Option<&[u8]>) {

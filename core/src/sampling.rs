@@ -9,6 +9,7 @@
 use xxhash_rust::xxh64::Xxh64;
 
 use crate::request::RequestView;
+use crate::wire;
 
 /// Buckets per 100 %: the resolution of `percent` is one in a million.
 pub const BUCKETS: u64 = 1_000_000;
@@ -90,10 +91,11 @@ pub fn cookie_value<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
     header
         .split(|&b| b == b';')
         .filter_map(|pair| {
-            let pair = trim(pair);
+            let pair = wire::trim_ows(pair);
             let eq = pair.iter().position(|&b| b == b'=')?;
             let (key, value) = pair.split_at(eq);
-            (trim(key) == name.as_bytes()).then(|| trim(value.get(1..).unwrap_or_default()))
+            (wire::trim_ows(key) == name.as_bytes())
+                .then(|| wire::trim_ows(value.get(1..).unwrap_or_default()))
         })
         .next()
         .filter(|value| !value.is_empty())
@@ -117,18 +119,6 @@ pub fn query_value<'a>(path: &'a [u8], name: &str) -> Option<&'a [u8]> {
             (key == name.as_bytes()).then_some(value)
         })
         .filter(|value| !value.is_empty())
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |i| i + 1);
-    bytes.get(start..end).unwrap_or_default()
 }
 
 /// A small, fast pseudo-random source (SplitMix64) for `random` sampling, seeded by the

@@ -46,19 +46,7 @@ pub fn parse(bytes: &[u8]) -> Option<Vec<Pair<'_>>> {
 /// The value of the first header named `name` (the host's names are lower-case) in a
 /// serialized map, found without allocating; `None` when absent or the map is malformed.
 pub fn first<'a>(bytes: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let count = read_u32(bytes, 0)?;
-    let mut at = count.checked_mul(8)?.checked_add(4)?;
-    for i in 0..count {
-        let name_len = read_u32(bytes, 4 + i * 8)?;
-        let value_len = read_u32(bytes, 8 + i * 8)?;
-        let this = bytes.get(at..at.checked_add(name_len)?)?;
-        at = at.checked_add(name_len)?.checked_add(1)?;
-        if this == name {
-            return bytes.get(at..at.checked_add(value_len)?);
-        }
-        at = at.checked_add(value_len)?.checked_add(1)?;
-    }
-    None
+    values(bytes, name).next()
 }
 
 /// The values of the headers named `name`, in order, found without allocating (none if
@@ -87,7 +75,11 @@ pub fn values<'a: 'n, 'n>(bytes: &'a [u8], name: &'n [u8]) -> impl Iterator<Item
 /// Every value of the headers named `name`, in order, joined by `,` (as HTTP reads a
 /// header sent in several fields), borrowed when there is one; `None` when there is none.
 pub fn joined<'a>(bytes: &'a [u8], name: &[u8]) -> Option<Cow<'a, [u8]>> {
-    let mut all = values(bytes, name);
+    join(values(bytes, name))
+}
+
+/// Values joined by `,`, borrowed when there is one; `None` when there is none.
+pub fn join<'a>(mut all: impl Iterator<Item = &'a [u8]>) -> Option<Cow<'a, [u8]>> {
     let first = all.next()?;
     let Some(second) = all.next() else {
         return Some(Cow::Borrowed(first));
@@ -109,6 +101,14 @@ pub fn with_header(bytes: &[u8], name: &[u8], value: Option<&[u8]>) -> Option<Ve
         pairs.push((name, value));
     }
     Some(serialize(&pairs))
+}
+
+/// A header value's part without the optional whitespace (spaces and tabs) around it.
+pub fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !ows(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+    bytes.get(start..end).unwrap_or_default()
 }
 
 /// Serializes pairs into one buffer, allocated once.

@@ -151,15 +151,6 @@ def records(compose, service, env):
     return [r for r in lines if "listening" not in r]
 
 
-def compare_result_names():
-    """Every compare result, from the filter's own list (core/src/compare/mod.rs)."""
-    with open(os.path.join(L.REPO, "core", "src", "compare", "mod.rs")) as f:
-        names = re.findall(r'CompareResult::\w+ => "(\w+)"', f.read())
-    if "match" not in names or "body" not in names or len(names) < 10:
-        fail(f"read only {names} from core/src/compare/mod.rs")
-    return names
-
-
 def item_id(path):
     """The item id of /api/items/<id>?..., or None."""
     last = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
@@ -169,7 +160,7 @@ def item_id(path):
 def compare_errors(bed, target, series, mirrored, envoy_lines):
     """What is wrong with a comparing target's verdicts, as a list of messages."""
     label = f'{{target="{bed.target}"}}'
-    got = {r: series.get(f"traffic_mirror_compare_{r}{label}") for r in compare_result_names()}
+    got = {r: series.get(f"traffic_mirror_compare_{r}{label}") for r in L.compare_result_names()}
     dispatched = series.get(f"traffic_mirror_dispatched{label}")
     buggy = [c for c in mirrored if (item_id(c["path"]) or 1) % BUGGY_EVERY == 0]
     errors = [f"no series traffic_mirror_compare_{r}{label}" for r, v in got.items() if v is None]
@@ -254,7 +245,7 @@ def check_testbed(bed, compose_base, env):
                        if re.match(rf'traffic_mirror_compare_[a-z_]+{{target="{bed.target}"}}$', k)
                        and not k.startswith("traffic_mirror_compare_path"))
         # Every copy answered and counted (and, comparing, judged), and the histogram
-        # merged (every 5 s).
+        # merged (every stats_flush_interval: a second in the testbeds' configs).
         poll("every copy to end and the latency histogram to count it",
              lambda: (s := stats())("in_flight") == 0 and s("dispatched") is not None
              and s("responses_2xx") == s("dispatched") and s("latency_ms_count") == s("dispatched")

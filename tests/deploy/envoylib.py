@@ -290,6 +290,15 @@ class Envoy:
         self.tmp.cleanup()
 
 
+def compare_result_names():
+    """Every compare result, from the filter's own list (core/src/compare/mod.rs)."""
+    with open(os.path.join(REPO, "core", "src", "compare", "mod.rs")) as f:
+        names = re.findall(r'CompareResult::\w+ => "(\w+)"', f.read())
+    if "match" not in names or "body" not in names or len(names) < 10:
+        fail(f"read only {names} from core/src/compare/mod.rs")
+    return names
+
+
 def run_checks(checks):
     """Runs named checks; prints ok/FAIL per check; exits non-zero if any failed."""
     failed = 0

@@ -68,15 +68,6 @@ def counter_names():
     return names
 
 
-def compare_result_names():
-    """Every compare result, read from the filter's own list (core/src/compare/mod.rs)."""
-    with open(os.path.join(L.REPO, "core", "src", "compare", "mod.rs")) as f:
-        names = re.findall(r'CompareResult::\w+ => "(\w+)"', f.read())
-    if "match" not in names or "body" not in names or len(names) < 10:
-        fail(f"read only {names} from core/src/compare/mod.rs")
-    return names
-
-
 def buggy_copies(records):
     """The copies of items the catalog mirror gets wrong (/api/items/<multiple of 7>)."""
     return [r for r in records if r["path"].rsplit("/", 1)[-1].isdigit()
@@ -85,7 +76,7 @@ def buggy_copies(records):
 
 def compare_errors(envoy, target, mirror_records):
     """The compare config's verdicts on /stats/prometheus, against what the mirror got."""
-    results = compare_result_names()
+    results = L.compare_result_names()
     label = f'{{target="{target}"}}'
     copies = len(mirror_records)
 

@@ -122,7 +122,8 @@ pub(crate) fn send_spread(
     });
 }
 
-fn lane_stats(envoy: &Envoy) -> BTreeMap<String, u64> {
+/// The plugin's lane stats, by short name (`canary.assigned`, `unknown`, ...).
+pub(crate) fn lane_stats(envoy: &Envoy) -> BTreeMap<String, u64> {
     envoy
         .stats()
         .into_iter()

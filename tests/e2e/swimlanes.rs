@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::lanes::rule_lane;
+use crate::lanes::{lane_stats, rule_lane};
 use crate::sampling::keys;
 use crate::support::{send, Envoy, EnvoyConfig, Received, Request, Upstream};
 
@@ -66,19 +66,6 @@ impl Hop {
     fn lane_stats(&self) -> BTreeMap<String, u64> {
         lane_stats(&self.envoy)
     }
-}
-
-fn lane_stats(envoy: &Envoy) -> BTreeMap<String, u64> {
-    envoy
-        .stats()
-        .into_iter()
-        .filter_map(|(name, value)| {
-            Some((
-                name.strip_prefix("wasmcustom.traffic_lanes.")?.to_string(),
-                value,
-            ))
-        })
-        .collect()
 }
 
 #[test]

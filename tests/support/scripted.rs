@@ -19,9 +19,11 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
+
+use super::upstream::{invalid, lock, reason};
 
 /// Longest request head accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -154,13 +156,6 @@ struct Shared {
     cut: AtomicU64,
     next_connection: AtomicU64,
     connections: Mutex<Vec<(u64, TcpStream)>>,
-}
-
-/// Locks a mutex, ignoring poisoning (a panicking test thread must not hide the data).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A running scripted upstream; stops when dropped.
@@ -310,10 +305,6 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     }
 }
 
-fn invalid(message: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message.into())
-}
-
 /// One line without its CRLF (or LF); `None` at a clean end of stream.
 fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
     let mut line = Vec::new();
@@ -370,19 +361,6 @@ fn read_body(reader: &mut impl BufRead, headers: &[(String, Vec<u8>)]) -> io::Re
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
     Ok(body)
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        304 => "Not Modified",
-        404 => "Not Found",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Status",
-    }
 }
 
 /// Resets the connection: closing it with a zero linger sends RST.

@@ -33,7 +33,7 @@ impl Encoding {
         let Some(value) = content_encoding else {
             return Encoding::Identity;
         };
-        let value = trim(value);
+        let value = value.trim_ascii();
         if value.is_empty() || value.eq_ignore_ascii_case(b"identity") {
             Encoding::Identity
         } else if value.eq_ignore_ascii_case(b"gzip") || value.eq_ignore_ascii_case(b"x-gzip") {
@@ -44,18 +44,6 @@ impl Encoding {
             Encoding::Other
         }
     }
-}
-
-fn trim(value: &[u8]) -> &[u8] {
-    let start = value
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    value.get(start..end).unwrap_or_default()
 }
 
 /// The body decoded, at most `limit` bytes of it (a body without encoding as it is, not
