@@ -606,7 +606,10 @@ fn explain_tells_a_grpc_call_by_its_content_type() {
         lines[0],
         "request: POST /shop.Cart/Checkout (:authority example.com)"
     );
-    assert!(lines[1].starts_with("a gRPC call: "), "{stdout}");
+    assert!(
+        lines[1].starts_with("a gRPC call: if mirrored, a copy is sent"),
+        "{stdout}"
+    );
     assert!(lines[1].contains("grpc_status.<code>"), "{stdout}");
     assert!(
         lines[2].starts_with("target staging: mirrored: "),
@@ -964,6 +967,81 @@ fn completions_complete_subcommands_flags_and_files_in_fish() {
             "{line:?} should offer {expected:?}: {stdout}"
         );
     }
+}
+
+/// The words of a command line as a shell splits them (single and double quotes).
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quote, mut started) = (Vec::new(), String::new(), None, false);
+    for c in line.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                started = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, ' ') => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            (_, c) => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
+}
+
+/// Examples that name a user's own files (the output shown is of those files).
+const EXAMPLES_OF_A_USERS_FILES: [&str; 3] = [
+    "traffic-mirror check my-envoy.yaml",
+    "traffic-mirror compare envoy/compare.yaml target/demo-compare/primary-item-14.txt target/demo-compare/candidate-item-14.txt",
+    "traffic-mirror compare envoy/compare.yaml page-1.txt page-1-candidate.txt --json",
+];
+
+#[test]
+fn every_example_of_the_command_in_the_docs_prints_what_it_shows() {
+    let mut ran = 0;
+    for page in ["docs/command.md", "docs/swimlanes.md", "docs/grpc.md"] {
+        let doc = std::fs::read_to_string(repo().join(page)).unwrap();
+        let mut lines = doc.lines().peekable();
+        while let Some(line) = lines.next() {
+            let Some(command) = line.strip_prefix("$ ") else {
+                continue;
+            };
+            // What it shows: the lines up to the next command or the end of the block.
+            let mut shown = String::new();
+            while let Some(next) = lines.peek() {
+                if next.starts_with("$ ") || next.starts_with("```") {
+                    break;
+                }
+                shown.push_str(lines.next().unwrap());
+                shown.push('\n');
+            }
+            if !command.starts_with("traffic-mirror ")
+                || command.contains('|')
+                || EXAMPLES_OF_A_USERS_FILES.contains(&command)
+            {
+                continue;
+            }
+            let words = shell_words(command);
+            let args: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
+            let out = run(&args, b"");
+            assert_eq!(
+                text(&out.stdout),
+                shown,
+                "{page}: `{command}` prints something else (stderr: {})",
+                text(&out.stderr)
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran >= 8, "only {ran} examples ran");
 }
 
 fn tempdir(label: &str) -> PathBuf {

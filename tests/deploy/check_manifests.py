@@ -1192,6 +1192,10 @@ def check_compose():
             fail(f"{name}: " + "; ".join(errors))
         mounts = L.compose_mounts(compose, compose_dir)
         cfg = L.load_yaml(mounts[envoy_cmd_config(compose)])
+        # The latency histogram a testbed shows counts every copy a second after it ends.
+        if cfg.get("stats_flush_interval") not in ("1s", "0.5s"):
+            fail(f"{name}: its Envoy config flushes stats every {cfg.get('stats_flush_interval', '5s (the default)')}, "
+                 "not every second: the latency histogram would lag the copies")
         ok, out = L.validate(L.map_module_paths(cfg, mounts), cwd=compose_dir)
         if not ok:
             fail(f"{name}: the mounted Envoy config fails envoy --mode validate with the paths mapped:\n{out}")
