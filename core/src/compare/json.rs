@@ -224,6 +224,7 @@ impl<'a> Scan<'a> {
 
     /// A string with its quotes, as written (after whitespace), and whether it holds
     /// escapes.
+    #[inline(always)]
     fn quoted(&mut self) -> Option<(&'a [u8], bool)> {
         self.skip_whitespace();
         let start = self.at;
@@ -234,6 +235,7 @@ impl<'a> Scan<'a> {
     }
 
     /// A number literal, checked.
+    #[inline(always)]
     fn number(&mut self) -> Option<&'a [u8]> {
         let start = self.at;
         let src = self.src;
@@ -320,15 +322,20 @@ fn stops_string(byte: u8) -> bool {
 
 /// Where a string that starts at `at` (after its `"`) ends (its closing `"`), and whether
 /// it holds escapes; `None` for a control character, a bad escape or no end.
+#[inline(always)]
 fn string_end(src: &[u8], mut at: usize) -> Option<(usize, bool)> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut escaped = false;
     loop {
         // Eight bytes at a time to the first that stops the string (the lowest byte
-        // flagged is a true one: a false flag only follows a true one), then one by one.
-        while let Some(chunk) = src.get(at..at + 8) {
-            let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?);
+        // flagged is a true one: a false flag only follows a true one); the last few one
+        // by one.
+        let stop = loop {
+            let Some(chunk) = src.get(at..).and_then(<[u8]>::first_chunk::<8>) else {
+                break at + src.get(at..)?.iter().position(|&b| stops_string(b))?;
+            };
+            let word = u64::from_le_bytes(*chunk);
             let quote = word ^ (ONES * u64::from(b'"'));
             let backslash = word ^ (ONES * u64::from(b'\\'));
             let stops = ((quote.wrapping_sub(ONES) & !quote)
@@ -336,12 +343,11 @@ fn string_end(src: &[u8], mut at: usize) -> Option<(usize, bool)> {
                 | (word.wrapping_sub(ONES * 0x20) & !word))
                 & HIGH;
             if stops != 0 {
-                at += (stops.trailing_zeros() / 8) as usize;
-                break;
+                break at + (stops.trailing_zeros() / 8) as usize;
             }
             at += 8;
-        }
-        at += src.get(at..)?.iter().position(|&b| stops_string(b))?;
+        };
+        at = stop;
         match *src.get(at)? {
             b'"' => return Some((at, escaped)),
             b'\\' => {
@@ -472,6 +478,7 @@ impl<'p> Lockstep<'p, '_, '_> {
     }
 
     /// A member's name and its `:` on both sides, and its step on the path (at `depth`).
+    #[inline(always)]
     fn name(&mut self, depth: usize) -> Option<()> {
         let (name, escaped) = self.p.quoted()?;
         // The same name, written alike (escaped names are matched by the trees).
@@ -1425,6 +1432,65 @@ mod tests {
         assert!(parse(deep.as_bytes()).is_some());
         let deeper = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
         assert!(parse(deeper.as_bytes()).is_none());
+    }
+
+    /// The end of a string found eight bytes at a time is where a byte-by-byte reading
+    /// finds it, wherever the byte that ends it or stops it falls among the chunks.
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_string_ends_where_a_byte_by_byte_reading_ends_it() {
+        fn reference(src: &[u8], mut at: usize) -> Option<(usize, bool)> {
+            let mut escaped = false;
+            loop {
+                match *src.get(at)? {
+                    b'"' => return Some((at, escaped)),
+                    b'\\' => {
+                        escaped = true;
+                        match *src.get(at + 1)? {
+                            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                            b'u' => {
+                                let hex = src.get(at + 2..at + 6)?;
+                                hex.iter().all(u8::is_ascii_hexdigit).then_some(())?;
+                                at += 6;
+                            }
+                            _ => return None,
+                        }
+                    }
+                    byte if byte < 0x20 => return None,
+                    _ => at += 1,
+                }
+            }
+        }
+        let specials: [&[u8]; 9] = [
+            b"\"",
+            b"\\\"",
+            b"\\n",
+            b"\\u00e9",
+            b"\\x",
+            b"\n",
+            b"\x1f",
+            "é".as_bytes(),
+            b"\x7f",
+        ];
+        for len in 0..20 {
+            for at in 0..=len {
+                for special in specials {
+                    let mut src = b"\"".to_vec();
+                    src.extend(std::iter::repeat_n(b'a', at));
+                    src.extend_from_slice(special);
+                    src.extend(std::iter::repeat_n(b'b', len - at));
+                    for tail in [&b""[..], b"\"", b"\" ,1]"] {
+                        let mut whole = src.clone();
+                        whole.extend_from_slice(tail);
+                        assert_eq!(
+                            string_end(&whole, 1),
+                            reference(&whole, 1),
+                            "{:?}",
+                            String::from_utf8_lossy(&whole)
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[wasm_bindgen_test(unsupported = test)]
