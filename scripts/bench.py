@@ -33,6 +33,8 @@ BARE = ROOT / "benches/bare-mirror/target/wasm32-wasip1/release/bare_mirror.wasm
 # One kind of host call made a number of times per request, and nothing else: what each
 # costs Envoy (BENCH_HOST_CALLS=1).
 HOST_CALLS = ROOT / "benches/host-calls/target/wasm32-wasip1/release/host_calls.wasm"
+# The floor of a comparing filter on a request it does not mirror (benches/compare-floor/).
+COMPARE_FLOOR = ROOT / "benches/compare-floor/target/wasm32-wasip1/release/compare_floor.wasm"
 HOST_CALL_TIMES = 10
 HOST_CALL_KINDS = [
     ("increment", "`proxy_increment_metric` (a counter or the gauge)"),
@@ -336,7 +338,7 @@ def summary(values):
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-VALGRIND_KEYS = ["none", "noop", "mirror_0", "compare_0", "lanes", "noop@baggage", "follow@baggage",
+VALGRIND_KEYS = ["none", "noop", "mirror_0", "compare_0", "compare_floor", "lanes", "noop@baggage", "follow@baggage",
                  "mirror_100_get", "bare_mirror",
                  "json_mirror_100", "json_compare_100",
                  "native_get", "noop@browser", "mirror_0@browser",
@@ -546,6 +548,8 @@ def main():
         ("mirror_0", "3. traffic-mirror, 0 % sampled", yaml(ours(mirror_config(0))), get_lua, None),
         ("compare_0", "3d. traffic-mirror with compare, 0 % sampled",
          yaml(ours(mirror_config(0, compare=compare))), get_lua, None),
+        ("compare_floor", "3f. the floor of a comparing filter: its callbacks, the header map and one counter",
+         yaml(plugin_filter(COMPARE_FLOOR, None)), get_lua, None),
         ("lanes", "3c. lanes only: every request put in one of 3 lanes (header set)",
          yaml(ours(LANES_CONFIG)), get_lua, None),
         ("noop@baggage", "2. empty proxy-wasm filter, the hop's request (a baggage of 5 entries)",

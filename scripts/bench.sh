@@ -18,5 +18,6 @@ cargo build --quiet --target wasm32-wasip1 --release
 (cd benches/noop && cargo build --quiet --target wasm32-wasip1 --release --lib)
 (cd benches/bare-mirror && cargo build --quiet --target wasm32-wasip1 --release --lib)
 (cd benches/host-calls && cargo build --quiet --target wasm32-wasip1 --release --lib)
+(cd benches/compare-floor && cargo build --quiet --target wasm32-wasip1 --release --lib)
 cargo build --quiet --release --example upstream
 exec python3 scripts/bench.py
