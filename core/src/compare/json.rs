@@ -1493,6 +1493,52 @@ mod tests {
         }
     }
 
+    /// Bytes over 0x7F are JSON only inside strings, and only as UTF-8: the side-by-side
+    /// reading refuses a primary's body that is not UTF-8, and a mirror's where it does
+    /// not have the primary's bytes.
+    #[wasm_bindgen_test(unsupported = test)]
+    fn bodies_that_are_not_utf8_are_not_equal_in_order() {
+        let plain = Rules {
+            ignore: &[],
+            unordered: &[],
+        };
+        let same = |body: &[u8]| equal_in_order(body, body, plain);
+        assert_eq!(
+            same("{\"name\":\"crème brûlée 😀\"}".as_bytes()),
+            Some(true)
+        );
+        for bad in [
+            &b"{\"name\":\"cr\xe8me\"}"[..],
+            b"[\"\xc3\"]",
+            b"[\"\xed\xa0\x80\"]",
+            b"[1, \xc3\xa9]",
+            b"\xef\xbb\xbf[1]",
+        ] {
+            assert_eq!(same(bad), None, "{bad:?}");
+        }
+        let (ignore, _) = rules(&["/at"], &[]);
+        let ignoring = Rules {
+            ignore: &ignore,
+            unordered: &[],
+        };
+        assert_eq!(
+            equal_in_order(
+                b"{\"at\":\"x\",\"n\":1}",
+                b"{\"at\":\"\xff\",\"n\":1}",
+                ignoring
+            ),
+            None
+        );
+        assert_eq!(
+            equal_in_order(
+                b"{\"at\":\"x\",\"n\":1}",
+                "{\"at\":\"é\",\"n\":1}".as_bytes(),
+                ignoring
+            ),
+            Some(true)
+        );
+    }
+
     #[wasm_bindgen_test(unsupported = test)]
     fn members_are_matched_by_name_and_the_last_duplicate_wins() {
         assert_eq!(diff(r#"{"a":1,"b":2}"#, r#"{"b":2,"a":1}"#), None);
