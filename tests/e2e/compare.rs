@@ -22,9 +22,7 @@ use serde_json::{json, Value};
 use traffic_mirror_core::compare::CompareResult;
 use traffic_mirror_core::stats::{Counter, IN_FLIGHT};
 
-use crate::support::python::{
-    compress, grpc_calls, h2_requests, GrpcRequest, GrpcServer, H2Request,
-};
+use crate::support::python::{compress, grpc_calls, grpc_checkout_direct, GrpcRequest, GrpcServer};
 use crate::support::scripted::{Answer, Cut, Scripted};
 use crate::support::{wait_for, wait_until, Connection, Envoy, EnvoyConfig, Request};
 use crate::{assert_accounted, SETTLE};
@@ -1027,24 +1025,7 @@ fn trailers_only_grpc_answers_over_http2_are_compared_by_grpc_status() {
     // The failing servers' answers are trailers-only on the wire: one HEADERS frame
     // ending the stream, grpc-status in it.
     for (server, code) in [(primary_5, "5"), (mirror_14, "14")] {
-        let mut body = vec![0, 0, 0, 0, 2];
-        body.extend_from_slice(b"hi");
-        let answer = h2_requests(
-            server.addr(),
-            &[H2Request {
-                headers: vec![
-                    (":method".into(), "POST".into()),
-                    (":scheme".into(), "http".into()),
-                    (":path".into(), "/shop.Cart/Checkout".into()),
-                    (":authority".into(), "direct".into()),
-                    ("content-type".into(), "application/grpc".into()),
-                    ("te".into(), "trailers".into()),
-                ],
-                chunks: vec![body],
-                cancel: false,
-            }],
-        )
-        .remove(0);
+        let answer = grpc_checkout_direct(server.addr());
         assert_eq!(answer.frames, ["HEADERS", "END_STREAM"]);
         assert_eq!(answer.header("grpc-status"), Some(code));
     }

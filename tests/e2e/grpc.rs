@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::python::{grpc_calls, h2_requests, GrpcRequest, GrpcServer, H2Request};
+use crate::support::python::{
+    grpc_calls, grpc_checkout_direct, h2_requests, GrpcRequest, GrpcServer, H2Request,
+};
 use crate::support::{wait_for, Envoy, EnvoyConfig, Request, Upstream};
 use crate::{assert_accounted, pattern, send_all, SETTLE};
 use traffic_mirror_core::sampling::{bucket, threshold};
@@ -242,30 +244,10 @@ fn grpc_calls_reach_a_grpc_mirror_whole_and_a_failing_mirror_shows_in_its_status
 
     // The healthy mirror's answers carry grpc-status 0 in trailers; the failing one's
     // are trailers-only: one HEADERS frame ending the stream, with grpc-status 14.
-    let direct = |server: &GrpcServer| {
-        let mut body = vec![0, 0, 0, 0, 2];
-        body.extend_from_slice(b"hi");
-        h2_requests(
-            server.addr(),
-            &[H2Request {
-                headers: vec![
-                    (":method".into(), "POST".into()),
-                    (":scheme".into(), "http".into()),
-                    (":path".into(), "/shop.Cart/Checkout".into()),
-                    (":authority".into(), "direct".into()),
-                    ("content-type".into(), "application/grpc".into()),
-                    ("te".into(), "trailers".into()),
-                ],
-                chunks: vec![body],
-                cancel: false,
-            }],
-        )
-        .remove(0)
-    };
-    let ok = direct(&staging);
+    let ok = grpc_checkout_direct(staging.addr());
     assert_eq!(ok.frames, ["HEADERS", "DATA", "HEADERS", "END_STREAM"]);
     assert!(ok.trailers.contains(&("grpc-status".into(), "0".into())));
-    let trailers_only = direct(&failing);
+    let trailers_only = grpc_checkout_direct(failing.addr());
     assert_eq!(trailers_only.frames, ["HEADERS", "END_STREAM"]);
     assert_eq!(trailers_only.header("grpc-status"), Some("14"));
 

@@ -269,6 +269,29 @@ impl H2Response {
     }
 }
 
+/// One unary gRPC call (`/shop.Cart/Checkout`, a 2-byte message) sent straight to a
+/// server at `addr`, for what its answer is on the wire.
+pub fn grpc_checkout_direct(addr: SocketAddr) -> H2Response {
+    let mut body = vec![0, 0, 0, 0, 2];
+    body.extend_from_slice(b"hi");
+    h2_requests(
+        addr,
+        &[H2Request {
+            headers: vec![
+                (":method".into(), "POST".into()),
+                (":scheme".into(), "http".into()),
+                (":path".into(), "/shop.Cart/Checkout".into()),
+                (":authority".into(), "direct".into()),
+                ("content-type".into(), "application/grpc".into()),
+                ("te".into(), "trailers".into()),
+            ],
+            chunks: vec![body],
+            cancel: false,
+        }],
+    )
+    .remove(0)
+}
+
 /// Sends each request, one after the other, on one cleartext HTTP/2 connection (prior
 /// knowledge) to `addr`.
 pub fn h2_requests(addr: SocketAddr, requests: &[H2Request]) -> Vec<H2Response> {

@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::upstream::{invalid, lock, reason};
+use super::upstream::{invalid, lock, reason, stop_server};
 
 /// Longest request head accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -253,17 +253,12 @@ impl Scripted {
 
 impl Drop for Scripted {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        {
-            let _guard = lock(&self.shared.wake.0);
-            self.shared.wake.1.notify_all();
-        }
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        for (_, stream) in lock(&self.shared.connections).drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        stop_server(
+            &self.shared.stop,
+            &self.shared.wake,
+            self.acceptor.take(),
+            &self.shared.connections,
+        );
     }
 }
 

@@ -324,17 +324,34 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        {
-            let _guard = lock(&self.shared.stopped.0);
-            self.shared.stopped.1.notify_all();
-        }
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        for (_, stream) in lock(&self.shared.connections).drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        stop_server(
+            &self.shared.stop,
+            &self.shared.stopped,
+            self.acceptor.take(),
+            &self.shared.connections,
+        );
+    }
+}
+
+/// Stops a test server (this one, or a [`super::scripted`] one): says so to its threads,
+/// wakes those that wait on `wake`, waits for its acceptor to end, and shuts every
+/// connection it still holds.
+pub(crate) fn stop_server(
+    stop: &AtomicBool,
+    wake: &(Mutex<()>, Condvar),
+    acceptor: Option<JoinHandle<()>>,
+    connections: &Mutex<Vec<(u64, TcpStream)>>,
+) {
+    stop.store(true, Ordering::SeqCst);
+    {
+        let _guard = lock(&wake.0);
+        wake.1.notify_all();
+    }
+    if let Some(acceptor) = acceptor {
+        let _ = acceptor.join();
+    }
+    for (_, stream) in lock(connections).drain(..) {
+        let _ = stream.shutdown(Shutdown::Both);
     }
 }
 
