@@ -9,7 +9,7 @@
 #                            # the older Envoys in .venvs/, jsonschema, PyYAML, grpcio and h2 in .venv,
 #                            # compose, and, with apt-get as root, nodejs, skopeo, docker-registry,
 #                            # debootstrap (the compose testbeds' images), zsh and fish (the
-#                            # completion scripts' tests)
+#                            # completion scripts' tests), valgrind (scripts/bench-native.sh)
 #   scripts/setup.sh compose # Docker Compose v2 where `docker compose` is missing: into
 #                            # .tools/docker-compose (no root; the Docker engine is yours)
 #   scripts/setup.sh images  # demo, plus debootstrap (apt-get, as root): what
@@ -131,6 +131,8 @@ PY
   # The command's completion scripts are loaded in their real shells.
   command -v zsh >/dev/null || debs+=(zsh)
   command -v fish >/dev/null || debs+=(fish)
+  # scripts/bench-native.sh, which the tests run, counts with callgrind.
+  command -v valgrind >/dev/null || debs+=(valgrind)
   debian_packages "${debs[@]}"
   setup_compose
 }

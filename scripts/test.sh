@@ -39,6 +39,20 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 step "fuzz the config parser and the request path (bounded; scripts/fuzz.sh N for long runs)"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 
+step "the core's hot paths counted natively, as CONTRIBUTING.md has it run: scripts/bench-native.sh (and -v), and the comparing floor the benchmark measures"
+native=$(bash scripts/bench-native.sh)
+echo "$native"
+# Plausible counts, not a performance gate: the tool runs and counts what it names.
+echo "$native" | awk '
+  /^compare: [0-9]+ instructions each$/ { if ($2 >= 20000 && $2 <= 400000) ok++ }
+  /^unsampled: [0-9]+ instructions each$/ { if ($2 >= 300 && $2 <= 20000) ok++ }
+  END { exit ok == 2 ? 0 : 1 }' || { echo "bench-native: unexpected output" >&2; exit 1; }
+# Read whole before grep: grep -q would end the pipe early, which pipefail reports.
+functions=$(bash scripts/bench-native.sh compare -v)
+grep -q "equal_in_order" <<<"$functions" \
+  || { echo "bench-native -v: equal_in_order not among the functions" >&2; exit 1; }
+(cd benches/compare-floor && cargo build --quiet --release --target wasm32-wasip1 --lib)
+
 step "build traffic_mirror.wasm, and the test-only module that traps on demand (tests/trap-module)"
 cargo build --target wasm32-wasip1 --release
 ls -l target/wasm32-wasip1/release/traffic_mirror.wasm
@@ -57,6 +71,11 @@ target/release/traffic-mirror check envoy/envoy.yaml envoy/sidecar.yaml envoy/la
   envoy/compare.yaml envoy/swimlanes.yaml envoy/compose/envoy.yaml envoy/compose/sidecar-envoy.yaml envoy/swimlanes/ \
   envoy/istio/*.yaml
 cargo test -p traffic-mirror-cli --test cli
+
+step "the README's first command as written: ./scripts/demo.sh (the filter in Envoy against local upstreams, the copies shown)"
+demo=$(./scripts/demo.sh 2>&1) || { echo "$demo"; echo "demo: ./scripts/demo.sh failed" >&2; exit 1; }
+grep -q "a few copies as the mirror saw them" <<<"$demo" && grep -q "staging GET /api/items/" <<<"$demo" \
+  || { echo "$demo"; echo "demo: no copy shown as the mirror saw it" >&2; exit 1; }
 
 step "shipped Envoy config passes envoy --mode validate"
 "$ENVOY_BIN" --mode validate -c envoy/envoy.yaml -l error
