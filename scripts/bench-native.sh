@@ -22,6 +22,8 @@ for bench in ${1:-compare unsampled}; do
   many=$(count "$bench" 201)
   echo "$bench: $(( (many - one) / 200 )) instructions each"
   if [ "${2:-}" = "-v" ]; then
-    callgrind_annotate --threshold=95 "$out/$bench.201" | sed -n '/^Ir/,$p' | head -40
+    # Into a file, then its first lines: head on a pipe would end it early (pipefail).
+    callgrind_annotate --threshold=95 "$out/$bench.201" >"$out/$bench.annotated"
+    awk '/^Ir/ { shown = 1 } shown && listed++ < 40' "$out/$bench.annotated"
   fi
 done
